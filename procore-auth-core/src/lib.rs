@@ -1,0 +1,89 @@
+//! Transport-agnostic Procore OAuth 2.0 token state.
+//!
+//! This crate holds everything about Procore tokens except sending bytes:
+//!
+//! - [`Token`]: access token, rotating refresh token, wall-clock expiry, and a
+//!   ready-made sensitive `Bearer` header value;
+//! - [`TokenManager`]: the lock-free token cell (`arc-swap`), single-flight refresh
+//!   ahead of expiry and after a 401, shared failures with exponential back-off, and
+//!   `invalid_grant` as a terminal, typed [`Error::ReauthorizationRequired`];
+//! - [`TokenStore`]: compare-and-swap persistence ([`MemoryStore`], [`FileStore`]) so
+//!   a rotated refresh token is saved before it is used and never lost;
+//! - [`OAuthClient`]: a sans-IO client that builds `http::Request`s for Procore's
+//!   endpoints and parses their `http::Response`s;
+//! - [`RequestPolicy`]: which requests get the token and when to replay, shared by
+//!   the `procore-auth-tower` and `procore-auth-reqwest` adapters.
+//!
+//! An adapter implements [`Transport`] for its HTTP client and asks the manager for a
+//! header before every request:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use procore_auth_core::{
+//!     BoxFuture, ClientSecret, Environment, OAuthClient, RefreshTokenGrant, TokenManager,
+//!     Transport, TransportError,
+//! };
+//!
+//! /// Your HTTP client, sending buffered requests (see procore-auth-reqwest).
+//! #[derive(Debug)]
+//! struct MyHttpClient;
+//! impl Transport for MyHttpClient {
+//!     fn send(&self, request: http::Request<Bytes>)
+//!         -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>>
+//!     {
+//!         // Send `request` with your client and buffer the response (at most
+//!         // MAX_RESPONSE_BYTES); classify failures with TransportError.
+//!         Box::pin(async move { Err(TransportError::connect("not wired up in this example")) })
+//!     }
+//! }
+//!
+//! let client = OAuthClient::new(
+//!     Environment::production(),
+//!     "client-id",
+//!     ClientSecret::new("client-secret"),
+//! );
+//! let manager = TokenManager::builder(RefreshTokenGrant::new(client, MyHttpClient)).build();
+//!
+//! # async fn send_with(manager: TokenManager) -> Result<(), Box<dyn std::error::Error>> {
+//! let bearer = manager.bearer().await?;
+//! let mut request = http::Request::get("https://api.procore.com/rest/v1.0/me").body(())?;
+//! if manager.policy().should_attach(request.uri(), request.headers()) {
+//!     manager.policy().attach(request.headers_mut(), &bearer);
+//! }
+//! // ... send; on a 401, `manager.rejected(bearer.generation())` gives the header to
+//! // replay with (once).
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cell;
+mod clock;
+mod environment;
+mod error;
+mod manager;
+mod oauth;
+mod policy;
+mod random;
+mod secret;
+mod source;
+mod store;
+mod token;
+mod transport;
+
+pub use cell::{Bearer, Generation};
+pub use clock::{Clock, CoarseTime, ManualClock, SystemClock, COARSE_TICK};
+pub use environment::{Environment, OUT_OF_BAND_REDIRECT_URI};
+pub use error::{CallbackError, Error, OAuthError, OAuthErrorCode, ReauthorizationReason};
+pub use manager::{
+    Metrics, TokenManager, TokenManagerBuilder, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX,
+    DEFAULT_MIN_REJECTION_INTERVAL,
+};
+pub use oauth::{AuthorizationRequest, OAuthClient, TokenApplication, TokenInfo};
+pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};
+pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
+pub use source::{ClientCredentialsGrant, RefreshTokenGrant, TokenSource};
+pub use store::{FileStore, MemoryStore, StoreError, TokenStore};
+pub use token::{Token, DEFAULT_REFRESH_SKEW, MAX_CLOCK_DISAGREEMENT};
+pub use transport::{BoxFuture, Transport, TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};

@@ -1,0 +1,986 @@
+//! The manager's behaviour, driven through the real grants and OAuth client with a
+//! scripted token endpoint behind a [`Transport`], and a manual clock.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::sync::Semaphore;
+
+use super::*;
+use crate::{
+    AccessToken, BoxFuture, ClientCredentialsGrant, ClientSecret, ManualClock, MemoryStore,
+    OAuthClient, OAuthErrorCode, RefreshToken, RefreshTokenGrant, StoreError, TokenStore,
+    Transport, TransportError,
+};
+
+const START: u64 = 1_700_000_000;
+const LIFETIME: u64 = 5400;
+
+/// What the scripted endpoint answers to one call.
+#[derive(Clone, Debug)]
+enum Reply {
+    /// A new token pair (the default when the script is empty).
+    Token,
+    /// A new access token and no refresh token.
+    TokenWithoutRefresh,
+    Status(u16, &'static str),
+    RateLimited(u64),
+    Body(String),
+    ConnectError,
+    Timeout,
+}
+
+#[derive(Debug, Default)]
+struct EndpointState {
+    script: VecDeque<Reply>,
+    calls: u64,
+    issued: u64,
+    presented_refresh_tokens: Vec<String>,
+}
+
+/// A token endpoint that answers from a script, counting calls.
+#[derive(Clone)]
+struct ScriptedEndpoint {
+    state: Arc<Mutex<EndpointState>>,
+    clock: ManualClock,
+    latency: Duration,
+    gate: Option<Arc<Semaphore>>,
+}
+
+impl ScriptedEndpoint {
+    fn new(clock: &ManualClock) -> Self {
+        Self {
+            state: Arc::default(),
+            clock: clock.clone(),
+            latency: Duration::ZERO,
+            gate: None,
+        }
+    }
+
+    fn with_latency(mut self, latency: Duration) -> Self {
+        self.latency = latency;
+        self
+    }
+
+    /// Calls wait until the returned semaphore gets permits.
+    fn gated(mut self) -> (Self, Arc<Semaphore>) {
+        let gate = Arc::new(Semaphore::new(0));
+        self.gate = Some(Arc::clone(&gate));
+        (self, gate)
+    }
+
+    fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().unwrap().script.extend(replies);
+    }
+
+    fn calls(&self) -> u64 {
+        self.state.lock().unwrap().calls
+    }
+
+    fn presented_refresh_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().presented_refresh_tokens.clone()
+    }
+
+    fn reply(
+        &self,
+        request: &http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, TransportError> {
+        let mut state = self.state.lock().unwrap();
+        state.calls += 1;
+        if let Some((_, token)) =
+            form_urlencoded::parse(request.body()).find(|(key, _)| key == "refresh_token")
+        {
+            state.presented_refresh_tokens.push(token.into_owned());
+        }
+        let reply = state.script.pop_front().unwrap_or(Reply::Token);
+        let (status, body, retry_after) = match reply {
+            Reply::Token | Reply::TokenWithoutRefresh => {
+                state.issued += 1;
+                let n = state.issued;
+                let created_at = unix_millis(self.clock.now()) / 1000;
+                let refresh = if matches!(reply, Reply::Token) {
+                    format!(r#","refresh_token":"refresh-secret-{n}""#)
+                } else {
+                    String::new()
+                };
+                let body = format!(
+                    r#"{{"access_token":"access-secret-{n}","token_type":"bearer","expires_in":{LIFETIME},"created_at":{created_at}{refresh}}}"#
+                );
+                (200, body, None)
+            }
+            Reply::Status(status, body) => (status, body.to_owned(), None),
+            Reply::RateLimited(secs) => (429, "{}".to_owned(), Some(secs)),
+            Reply::Body(body) => (200, body, None),
+            Reply::ConnectError => return Err(TransportError::connect("connection refused")),
+            Reply::Timeout => return Err(TransportError::timeout("timed out")),
+        };
+        let mut response = http::Response::builder().status(status);
+        if let Some(secs) = retry_after {
+            response = response.header(http::header::RETRY_AFTER, secs);
+        }
+        Ok(response.body(Bytes::from(body)).unwrap())
+    }
+}
+
+impl std::fmt::Debug for ScriptedEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScriptedEndpoint")
+    }
+}
+
+impl Transport for ScriptedEndpoint {
+    fn send(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+        Box::pin(async move {
+            if let Some(gate) = &self.gate {
+                drop(gate.acquire().await.unwrap());
+            }
+            if !self.latency.is_zero() {
+                tokio::time::sleep(self.latency).await;
+            }
+            self.reply(&request)
+        })
+    }
+}
+
+fn oauth_client() -> OAuthClient {
+    OAuthClient::new(
+        Environment::custom("http://127.0.0.1:9").unwrap(),
+        "client-id",
+        ClientSecret::new("client-secret-value"),
+    )
+}
+
+fn start_clock() -> ManualClock {
+    ManualClock::at_unix(START)
+}
+
+/// A token issued at `issued` (Unix seconds) that lives [`LIFETIME`] seconds.
+fn token(name: &str, issued: u64) -> Token {
+    Token::new(
+        AccessToken::new(format!("access-{name}")),
+        Some(RefreshToken::new(format!("refresh-{name}"))),
+        UNIX_EPOCH + Duration::from_secs(issued),
+        Some(UNIX_EPOCH + Duration::from_secs(issued + LIFETIME)),
+    )
+    .unwrap()
+}
+
+fn expired_token() -> Token {
+    token("old", START - LIFETIME - 1)
+}
+
+fn refreshing_manager(endpoint: &ScriptedEndpoint, clock: &ManualClock) -> TokenManagerBuilder {
+    TokenManager::builder(RefreshTokenGrant::new(oauth_client(), endpoint.clone()))
+        .clock(clock.clone())
+}
+
+fn now_or_never<F: std::future::Future>(future: F) -> F::Output {
+    future
+        .now_or_never()
+        .expect("future should complete without waiting")
+}
+
+// ---------------------------------------------------------------- single flight
+
+#[tokio::test(start_paused = true)]
+async fn thousand_concurrent_bearers_on_an_expired_token_make_one_token_call() {
+    let clock = start_clock();
+    // The token call takes 50 ms of (paused, auto-advancing) tokio time: tokio only
+    // advances time once every task is parked, so all 1 000 callers are waiting on
+    // the refresh before it completes.
+    let endpoint = ScriptedEndpoint::new(&clock).with_latency(Duration::from_millis(50));
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.bearer().await })
+        })
+        .collect();
+    let mut generations = std::collections::HashSet::new();
+    for task in tasks {
+        let bearer = task.await.unwrap().unwrap();
+        assert_eq!(bearer.header_value(), "Bearer access-secret-1");
+        generations.insert(bearer.generation());
+    }
+    assert_eq!(endpoint.calls(), 1);
+    assert_eq!(generations.len(), 1);
+    assert_eq!(manager.metrics().refreshes, 1);
+    assert_eq!(endpoint.presented_refresh_tokens(), ["refresh-old"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousand_concurrent_rejections_of_one_generation_make_one_refresh() {
+    let clock = start_clock();
+    let (endpoint, gate) = ScriptedEndpoint::new(&clock).gated();
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .build();
+    let rejected = manager.bearer().await.unwrap().generation();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let manager = manager.clone();
+            tokio::spawn(async move { manager.rejected(rejected).await })
+        })
+        .collect();
+    // Hold the token call until every task has reported its 401.
+    while manager.metrics().rejections < 1000 {
+        tokio::task::yield_now().await;
+    }
+    gate.add_permits(Semaphore::MAX_PERMITS);
+    for task in tasks {
+        let replay = task
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("replay with the new token");
+        assert_eq!(replay.header_value(), "Bearer access-secret-1");
+        assert!(replay.generation() > rejected);
+    }
+    assert_eq!(endpoint.calls(), 1);
+    assert_eq!(manager.metrics().refreshes, 1);
+
+    // A 401 for a generation that is no longer current causes no refresh: the caller
+    // replays with the current token.
+    let replay = manager.rejected(rejected).await.unwrap().unwrap();
+    assert_eq!(replay.header_value(), "Bearer access-secret-1");
+    assert_eq!(endpoint.calls(), 1);
+}
+
+#[tokio::test]
+async fn second_rejection_soon_after_a_rejection_refresh_is_not_replayed() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .build();
+    let first = manager.bearer().await.unwrap();
+    let replay = manager.rejected(first.generation()).await.unwrap().unwrap();
+    // The replayed request is rejected again (say, the app is not installed in that
+    // company): no second refresh, no replay.
+    assert!(manager
+        .rejected(replay.generation())
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(endpoint.calls(), 1);
+    // After the interval a new 401 refreshes again.
+    clock.advance(DEFAULT_MIN_REJECTION_INTERVAL);
+    assert!(manager
+        .rejected(replay.generation())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[tokio::test]
+async fn proactive_refresh_does_not_block_other_callers() {
+    let clock = start_clock();
+    let (endpoint, gate) = ScriptedEndpoint::new(&clock).gated();
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .build();
+    // 4 minutes before expiry: inside the 5-minute skew, still valid.
+    clock.advance(Duration::from_secs(LIFETIME - 240));
+    let refresher = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.bearer().await }
+    });
+    while endpoint.state.lock().unwrap().calls == 0 && gate.available_permits() == 0 {
+        tokio::task::yield_now().await;
+        if manager.handle.inner.lock_state().inflight.is_some() {
+            break;
+        }
+    }
+    // The refresh is in flight and blocked. Everyone else gets the old token at once.
+    for _ in 0..100 {
+        let bearer = now_or_never(manager.bearer()).unwrap();
+        assert_eq!(bearer.header_value(), "Bearer access-current");
+    }
+    gate.add_permits(Semaphore::MAX_PERMITS);
+    let refreshed = refresher.await.unwrap().unwrap();
+    assert_eq!(refreshed.header_value(), "Bearer access-secret-1");
+    assert_eq!(
+        manager.fresh_bearer().unwrap().header_value(),
+        "Bearer access-secret-1"
+    );
+    assert_eq!(endpoint.calls(), 1);
+}
+
+#[tokio::test]
+async fn failed_proactive_refresh_keeps_using_the_valid_token() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::Status(503, "")]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .build();
+    clock.advance(Duration::from_secs(LIFETIME - 240));
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-current");
+    assert_eq!(manager.metrics().refresh_failures, 1);
+}
+
+// ---------------------------------------------------------------- refresh rules
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_fresh_tokens_need_no_calls() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    manager.bearer().await.unwrap();
+    for _ in 0..10 {
+        manager.bearer().await.unwrap();
+    }
+    assert_eq!(endpoint.calls(), 1);
+    clock.advance(Duration::from_secs(LIFETIME));
+    manager.bearer().await.unwrap();
+    assert_eq!(
+        endpoint.presented_refresh_tokens(),
+        ["refresh-old", "refresh-secret-1"]
+    );
+}
+
+#[tokio::test]
+async fn refresh_token_is_kept_when_the_server_sends_none() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::TokenWithoutRefresh]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    manager.bearer().await.unwrap();
+    let token = manager.token().unwrap();
+    assert_eq!(token.refresh_token().unwrap().secret(), "refresh-old");
+}
+
+#[tokio::test]
+async fn no_token_and_no_store_requires_authorization() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let manager = refreshing_manager(&endpoint, &clock).build();
+    let err = manager.bearer().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::ReauthorizationRequired {
+                reason: ReauthorizationReason::NoToken
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(endpoint.calls(), 0);
+}
+
+#[tokio::test]
+async fn client_credentials_mint_without_a_token_and_retry_a_transient_failure() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([
+        Reply::Status(503, "<html>busy</html>"),
+        Reply::TokenWithoutRefresh,
+    ]);
+    let manager = TokenManager::builder(ClientCredentialsGrant::new(
+        oauth_client(),
+        endpoint.clone(),
+    ))
+    .clock(clock.clone())
+    .build();
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-secret-1");
+    assert_eq!(endpoint.calls(), 2);
+    assert!(endpoint.presented_refresh_tokens().is_empty());
+}
+
+#[tokio::test]
+async fn invalid_grant_is_terminal_until_a_new_token_is_set() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::Status(
+        400,
+        r#"{"error":"invalid_grant","error_description":"The provided authorization grant is invalid"}"#,
+    )]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    for _ in 0..50 {
+        let err = manager.bearer().await.unwrap_err();
+        match err {
+            Error::ReauthorizationRequired {
+                reason: ReauthorizationReason::InvalidGrant { description },
+            } => assert!(description.unwrap().contains("grant is invalid")),
+            other => panic!("unexpected {other:?}"),
+        }
+        clock.advance(Duration::from_secs(3600));
+    }
+    assert_eq!(endpoint.calls(), 1);
+    manager
+        .set_token(token("reauthorized", START))
+        .await
+        .unwrap();
+    clock.set(UNIX_EPOCH + Duration::from_secs(START + 10));
+    assert_eq!(
+        manager.bearer().await.unwrap().header_value(),
+        "Bearer access-reauthorized"
+    );
+}
+
+#[tokio::test]
+async fn invalid_grant_after_a_401_withdraws_the_token() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::Status(400, r#"{"error":"invalid_grant"}"#)]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("revoked", START))
+        .build();
+    let bearer = manager.bearer().await.unwrap();
+    let err = manager.rejected(bearer.generation()).await.unwrap_err();
+    assert!(matches!(err, Error::ReauthorizationRequired { .. }));
+    // The revoked token is not handed out again.
+    assert!(manager.fresh_bearer().is_none());
+    assert!(matches!(
+        manager.bearer().await,
+        Err(Error::ReauthorizationRequired { .. })
+    ));
+    assert_eq!(endpoint.calls(), 1);
+}
+
+#[tokio::test]
+async fn endpoint_errors_are_typed_and_shared_then_back_off() {
+    type Check = fn(&Error) -> bool;
+    let cases: Vec<(Reply, Check)> = vec![
+        (Reply::Status(500, "{}"), |e| {
+            matches!(e, Error::TokenEndpoint { status, .. } if status.as_u16() == 500)
+                && e.is_transient()
+        }),
+        (Reply::Status(502, "<html>Bad Gateway</html>"), |e| {
+            matches!(e, Error::TokenEndpoint { error: None, .. })
+        }),
+        (Reply::Status(401, r#"{"error":"invalid_client"}"#), |e| {
+            e.oauth_error() == Some(&OAuthErrorCode::InvalidClient)
+        }),
+        (Reply::Body("{not json".into()), |e| {
+            matches!(e, Error::InvalidResponse { .. })
+        }),
+        (Reply::Body(r#"{"token_type":"bearer"}"#.into()), |e| {
+            matches!(e, Error::InvalidResponse { .. })
+        }),
+        (
+            Reply::Body(r#"{"access_token":5,"expires_in":"x"}"#.into()),
+            |e| matches!(e, Error::InvalidResponse { .. }),
+        ),
+        (Reply::Body("x".repeat(10 << 20)), |e| {
+            matches!(e, Error::ResponseTooLarge { .. })
+        }),
+        (
+            Reply::Timeout,
+            |e| matches!(e, Error::Transport(t) if t.request_may_have_been_sent()),
+        ),
+    ];
+    for (reply, check) in cases {
+        let clock = start_clock();
+        let endpoint = ScriptedEndpoint::new(&clock);
+        endpoint.script([reply.clone()]);
+        let manager = refreshing_manager(&endpoint, &clock)
+            .token(expired_token())
+            .build();
+        let err = manager.bearer().await.unwrap_err();
+        assert!(check(&err), "{reply:?} gave {err:?}");
+        // A refresh is never re-sent within one attempt once it may have been seen.
+        assert_eq!(endpoint.calls(), 1, "{reply:?}");
+        // While backing off, callers get the shared failure without a token call.
+        match manager.bearer().await.unwrap_err() {
+            Error::BackingOff { last_error, .. } => assert!(check(&last_error), "{reply:?}"),
+            other => panic!("{reply:?}: expected back-off, got {other:?}"),
+        }
+        assert_eq!(endpoint.calls(), 1, "{reply:?}");
+        clock.advance(DEFAULT_BACKOFF_BASE);
+        manager.bearer().await.unwrap();
+        assert_eq!(endpoint.calls(), 2, "{reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn connect_failure_is_resent_once_because_nothing_was_sent() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::ConnectError]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    manager.bearer().await.unwrap();
+    assert_eq!(endpoint.calls(), 2);
+    assert_eq!(
+        endpoint.presented_refresh_tokens(),
+        ["refresh-old", "refresh-old"]
+    );
+}
+
+#[tokio::test]
+async fn retry_after_delays_the_next_token_call() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::RateLimited(120)]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    let err = manager.bearer().await.unwrap_err();
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
+    for _ in 0..119 {
+        clock.advance(Duration::from_secs(1));
+        let err = manager.bearer().await.unwrap_err();
+        assert!(matches!(err, Error::BackingOff { .. }), "{err:?}");
+    }
+    assert_eq!(endpoint.calls(), 1);
+    clock.advance(Duration::from_secs(1));
+    manager.bearer().await.unwrap();
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[tokio::test]
+async fn back_off_bounds_token_calls_under_a_flood_of_callers() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script(std::iter::repeat_n(Reply::Status(500, ""), 10_000));
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    // Ten minutes of 50 concurrent requests every 100 ms: 300 000 requests.
+    for _ in 0..6000 {
+        let results = futures_util::future::join_all((0..50).map(|_| manager.bearer())).await;
+        assert!(results.iter().all(Result::is_err));
+        clock.advance(Duration::from_millis(100));
+    }
+    // Back-off doubles from 0.5 s to a 60 s cap (each delay at least half its
+    // ceiling): about 8 calls to reach the cap, then at most one per 30 s.
+    let calls = endpoint.calls();
+    assert!((5..=30).contains(&calls), "{calls} token calls");
+    assert_eq!(manager.metrics().refresh_failures, calls);
+}
+
+#[test]
+fn backoff_delays_double_with_jitter_up_to_the_cap() {
+    let config = Config {
+        skew: DEFAULT_REFRESH_SKEW,
+        backoff_base: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(60),
+        min_rejection_interval: DEFAULT_MIN_REJECTION_INTERVAL,
+    };
+    for (failures, ceiling) in [(1, 1), (2, 2), (3, 4), (7, 60), (100, 60)] {
+        let ceiling = Duration::from_secs(ceiling);
+        let delays: Vec<_> = (0..200).map(|_| backoff_delay(failures, &config)).collect();
+        assert!(
+            delays.iter().all(|d| *d >= ceiling / 2 && *d < ceiling),
+            "{failures}"
+        );
+        // Jitter: not all the same.
+        assert!(delays.iter().any(|d| *d != delays[0]), "{failures}");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_source_fails_the_refresh_without_wedging_the_manager() {
+    #[derive(Debug)]
+    struct Panicky(Mutex<bool>);
+    impl TokenSource for Panicky {
+        fn fetch<'a>(
+            &'a self,
+            _: Option<&'a Token>,
+            clock: &'a dyn Clock,
+        ) -> BoxFuture<'a, Result<Token, Error>> {
+            let first = std::mem::replace(&mut *self.0.lock().unwrap(), false);
+            Box::pin(async move {
+                assert!(!first, "source bug");
+                Ok(token("recovered", unix_millis(clock.now()) / 1000))
+            })
+        }
+    }
+    let clock = start_clock();
+    let manager = TokenManager::builder(Panicky(Mutex::new(true)))
+        .clock(clock.clone())
+        .build();
+    assert!(matches!(manager.bearer().await, Err(Error::SourcePanicked)));
+    clock.advance(DEFAULT_BACKOFF_BASE);
+    assert_eq!(
+        manager.bearer().await.unwrap().header_value(),
+        "Bearer access-recovered"
+    );
+}
+
+// ---------------------------------------------------------------- stores
+
+#[tokio::test]
+async fn after_a_lost_refresh_the_next_attempt_adopts_the_pair_a_peer_stored() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    // The refresh is sent but its answer is lost: the refresh token is probably burnt.
+    endpoint.script([Reply::Timeout]);
+    let store = MemoryStore::with_token(expired_token());
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .build();
+    let err = manager.bearer().await.unwrap_err();
+    assert!(matches!(err, Error::Transport(_)), "{err:?}");
+    assert_eq!(endpoint.presented_refresh_tokens(), ["refresh-old"]);
+
+    // Meanwhile a peer process saved a newer pair.
+    let peer = token("peer", START + 1);
+    store.save(&peer, None).await.unwrap();
+    clock.advance(Duration::from_secs(2));
+
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-peer");
+    // No second POST of the burnt refresh token.
+    assert_eq!(endpoint.presented_refresh_tokens(), ["refresh-old"]);
+    assert_eq!(manager.metrics().store_adoptions, 1);
+}
+
+#[tokio::test]
+async fn invalid_grant_adopts_a_peer_token_instead_of_giving_up() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let store = MemoryStore::with_token(expired_token());
+    let peer = token("peer", START);
+    // The peer's save lands while our refresh is on the wire and loses the race.
+    #[derive(Debug)]
+    struct RacingPeer {
+        store: MemoryStore,
+        peer: Token,
+        endpoint: ScriptedEndpoint,
+    }
+    impl Transport for RacingPeer {
+        fn send(
+            &self,
+            request: http::Request<Bytes>,
+        ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+            now_or_never(self.store.save(&self.peer, None)).unwrap();
+            self.endpoint
+                .script([Reply::Status(400, r#"{"error":"invalid_grant"}"#)]);
+            self.endpoint.send(request)
+        }
+    }
+    let transport = RacingPeer {
+        store: store.clone(),
+        peer: peer.clone(),
+        endpoint: endpoint.clone(),
+    };
+    let manager = TokenManager::builder(RefreshTokenGrant::new(oauth_client(), transport))
+        .clock(clock.clone())
+        .store(store)
+        .build();
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-peer");
+    assert_eq!(endpoint.calls(), 1);
+}
+
+#[tokio::test]
+async fn a_stored_token_is_loaded_on_first_use() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(MemoryStore::with_token(token("stored", START)))
+        .build();
+    assert_eq!(
+        manager.bearer().await.unwrap().header_value(),
+        "Bearer access-stored"
+    );
+    assert_eq!(endpoint.calls(), 0);
+}
+
+/// A store that checks, while saving, that the new token is not yet visible to
+/// requests, and can be told to fail.
+#[derive(Debug, Clone, Default)]
+struct WatchingStore {
+    inner: MemoryStore,
+    manager: Arc<OnceLock<TokenManager>>,
+    fail: Arc<Mutex<bool>>,
+    published_before_saved: Arc<Mutex<bool>>,
+}
+
+impl TokenStore for WatchingStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
+        self.inner.load()
+    }
+
+    fn save<'a>(
+        &'a self,
+        token: &'a Token,
+        expected: Option<&'a Token>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        if let Some(manager) = self.manager.get() {
+            if let Some(current) = manager.token() {
+                if current.same_credentials(token) {
+                    *self.published_before_saved.lock().unwrap() = true;
+                }
+            }
+        }
+        if *self.fail.lock().unwrap() {
+            let error = StoreError::from(std::io::Error::other("disk full"));
+            return Box::pin(async move { Err(error) });
+        }
+        self.inner.save(token, expected)
+    }
+}
+
+#[tokio::test]
+async fn new_tokens_are_saved_before_they_are_published() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let store = WatchingStore::default();
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .store(store.clone())
+        .build();
+    store.manager.set(manager.clone()).unwrap();
+    manager.bearer().await.unwrap();
+    clock.advance(Duration::from_secs(LIFETIME));
+    manager.bearer().await.unwrap();
+    assert_eq!(endpoint.calls(), 2);
+    assert!(!*store.published_before_saved.lock().unwrap());
+    let saved = store.inner.load().await.unwrap().unwrap();
+    assert_eq!(saved.refresh_token().unwrap().secret(), "refresh-secret-2");
+}
+
+#[tokio::test]
+async fn a_failed_save_is_reported_and_the_token_is_still_used() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let store = WatchingStore::default();
+    *store.fail.lock().unwrap() = true;
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .store(store.clone())
+        .build();
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-secret-1");
+    assert_eq!(manager.metrics().store_failures, 1);
+    assert!(matches!(
+        manager.last_store_error(),
+        Some(StoreError::Io(_))
+    ));
+    // The next refresh saves again (and succeeds once the store recovers); the
+    // unsaved pair is not mistaken for a stale one.
+    *store.fail.lock().unwrap() = false;
+    clock.advance(Duration::from_secs(LIFETIME));
+    manager.bearer().await.unwrap();
+    assert_eq!(
+        endpoint.presented_refresh_tokens(),
+        ["refresh-old", "refresh-secret-1"]
+    );
+    let saved = store.inner.load().await.unwrap().unwrap();
+    assert_eq!(saved.access_token().secret(), "access-secret-2");
+    assert!(manager.last_store_error().is_none());
+}
+
+#[tokio::test]
+async fn set_token_saves_and_reports_a_failed_save() {
+    let store = WatchingStore::default();
+    let manager = TokenManager::builder(RefreshTokenGrant::new(
+        oauth_client(),
+        ScriptedEndpoint::new(&start_clock()),
+    ))
+    .clock(start_clock())
+    .store(store.clone())
+    .build();
+    manager.set_token(token("a", START)).await.unwrap();
+    assert!(store.inner.load().await.unwrap().is_some());
+    *store.fail.lock().unwrap() = true;
+    let err = manager.set_token(token("b", START)).await.unwrap_err();
+    assert!(matches!(err, Error::Store(_)));
+    assert_eq!(manager.token().unwrap().access_token().secret(), "access-b");
+}
+
+// ---------------------------------------------------------------- policy
+
+#[tokio::test]
+async fn policy_attaches_token_and_default_company_id() {
+    let clock = start_clock();
+    let env = Environment::custom("http://127.0.0.1:9").unwrap();
+    let manager = refreshing_manager(&ScriptedEndpoint::new(&clock), &clock)
+        .token(token("t", START))
+        .request_policy(RequestPolicy::new(&env).with_company_id(4_294_967_296))
+        .build();
+    let bearer = manager.bearer().await.unwrap();
+    let mut headers = http::HeaderMap::new();
+    manager.policy().attach(&mut headers, &bearer);
+    assert_eq!(headers[http::header::AUTHORIZATION], "Bearer access-t");
+    assert!(headers[http::header::AUTHORIZATION].is_sensitive());
+    assert_eq!(headers[crate::PROCORE_COMPANY_ID], "4294967296");
+    // A caller's own company id wins.
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        crate::PROCORE_COMPANY_ID,
+        http::HeaderValue::from_static("7"),
+    );
+    manager.policy().attach(&mut headers, &bearer);
+    assert_eq!(headers[crate::PROCORE_COMPANY_ID], "7");
+}
+
+#[test]
+fn default_policy_follows_the_sources_environment() {
+    let clock = start_clock();
+    let manager = refreshing_manager(&ScriptedEndpoint::new(&clock), &clock).build();
+    let headers = http::HeaderMap::new();
+    let uri = |s: &str| s.parse::<http::Uri>().unwrap();
+    assert!(manager
+        .policy()
+        .should_attach(&uri("http://127.0.0.1:9/x"), &headers));
+    assert!(!manager
+        .policy()
+        .should_attach(&uri("https://api.procore.com/x"), &headers));
+}
+
+// ---------------------------------------------------------------- secrets
+
+/// Captures everything `tracing` prints.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn no_secret_appears_in_debug_display_errors_or_traces() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let mut printed = Vec::new();
+    tracing::subscriber::with_default(subscriber, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let clock = start_clock();
+            let endpoint = ScriptedEndpoint::new(&clock);
+            endpoint.script([
+                Reply::Status(500, "{}"),
+                Reply::Token,
+                Reply::Body(
+                    r#"{"access_token":"access-secret-x","expires_in":"access-secret-x"}"#.into(),
+                ),
+                Reply::Status(400, r#"{"error":"invalid_grant"}"#),
+            ]);
+            let store = WatchingStore::default();
+            *store.fail.lock().unwrap() = true;
+            let manager = refreshing_manager(&endpoint, &clock)
+                .token(expired_token())
+                .store(store)
+                .build();
+            let mut outcomes = Vec::new();
+            for _ in 0..4 {
+                outcomes.push(manager.bearer().await.map(|b| format!("{b:?}")));
+                let bearer = manager.bearer().await;
+                if let Ok(bearer) = &bearer {
+                    outcomes.push(
+                        manager
+                            .rejected(bearer.generation())
+                            .await
+                            .map(|b| format!("{b:?}")),
+                    );
+                }
+                outcomes.push(bearer.map(|b| format!("{b:?}")));
+                clock.advance(Duration::from_secs(LIFETIME));
+            }
+            for outcome in &outcomes {
+                match outcome {
+                    Ok(debug) => printed.push(debug.clone()),
+                    Err(error) => {
+                        printed.push(format!("{error} | {error:?} | {error:#?}"));
+                        let mut source = std::error::Error::source(error);
+                        while let Some(cause) = source {
+                            printed.push(format!("{cause} | {cause:?}"));
+                            source = cause.source();
+                        }
+                    }
+                }
+            }
+            let client = oauth_client();
+            let attempt = client.authorization_request("http://localhost");
+            let token = manager.token().unwrap_or_else(expired_token);
+            printed.extend([
+                format!("{manager:?}"),
+                format!("{client:?}"),
+                format!("{attempt:?}"),
+                format!("{token:?} {token:#?}"),
+                // (A built token request's body holds credentials by necessity and
+                // `http::Request`'s Debug prints bodies: documented on the builders.)
+                format!("{:?}", client.token_info_request(&token)),
+                format!("{:?}", manager.bearer().await),
+                format!("{:?}", manager.metrics()),
+            ]);
+        });
+    });
+    printed.push(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap());
+    let everything = printed.join("\n");
+    assert!(
+        everything.contains("procore token refreshed"),
+        "tracing was captured"
+    );
+    assert!(everything.contains("BackingOff") || everything.contains("backing off"));
+    for secret in [
+        "access-secret",
+        "refresh-secret",
+        "access-old",
+        "refresh-old",
+        "client-secret-value",
+    ] {
+        assert!(
+            !everything.contains(secret),
+            "`{secret}` leaked in:\n{everything}"
+        );
+    }
+}
+
+#[test]
+fn manager_is_send_sync_and_its_futures_are_send() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let clock = start_clock();
+    let manager = refreshing_manager(&ScriptedEndpoint::new(&clock), &clock)
+        .token(token("x", START))
+        .build();
+    let generation = manager.fresh_bearer().unwrap().generation();
+    send_sync(&manager);
+    send(&manager.bearer());
+    send(&manager.rejected(generation));
+    send(&manager.set_token(token("x", START)));
+}
+
+#[test]
+fn refresh_is_dropped_with_the_last_manager_handle() {
+    let clock = start_clock();
+    let (endpoint, _gate) = ScriptedEndpoint::new(&clock).gated();
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    let inner = Arc::downgrade(&manager.handle.inner);
+    // Start a refresh that can never finish, then walk away from it.
+    assert!(manager.bearer().now_or_never().is_none());
+    assert!(manager.handle.inner.lock_state().inflight.is_some());
+    drop(manager);
+    assert!(
+        inner.upgrade().is_none(),
+        "in-flight refresh kept the manager alive"
+    );
+}

@@ -1,0 +1,284 @@
+//! A sans-IO client for Procore's OAuth 2.0 endpoints.
+//!
+//! [`OAuthClient`] *builds* [`http::Request`]s and *parses* [`http::Response`]s; it
+//! never sends anything. Send the requests with any HTTP client (an adapter's
+//! [`Transport`](crate::Transport), or your own), then hand the response back:
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use bytes::Bytes;
+//! use procore_auth_core::{ClientSecret, Environment, OAuthClient, RefreshToken};
+//!
+//! let client = OAuthClient::new(
+//!     Environment::developer_sandbox(),
+//!     "my-client-id",
+//!     ClientSecret::new("my-client-secret"),
+//! );
+//! let request = client.refresh_request(&RefreshToken::new("refresh-token"));
+//! assert_eq!(request.uri(), "https://login-sandbox.procore.com/oauth/token");
+//!
+//! // ... send it, then parse what came back:
+//! let response = http::Response::builder()
+//!     .status(200)
+//!     .body(Bytes::from_static(br#"{"access_token":"new-access","token_type":"bearer",
+//!         "expires_in":5400,"refresh_token":"new-refresh","created_at":1700000000}"#))?;
+//! # #[allow(clippy::disallowed_methods)]
+//! let token = client.parse_token_response(&response, SystemTime::now())?;
+//! assert!(token.refresh_token().is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod authorize;
+mod response;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request};
+
+pub use authorize::AuthorizationRequest;
+pub use response::{TokenApplication, TokenInfo};
+
+use crate::secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
+use crate::Environment;
+
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// Procore OAuth endpoints for one registered application (client id + secret) in one
+/// [`Environment`].
+///
+/// Credentials go in the form body, as Procore's own SDK sends them. No `scope` is
+/// sent (Procore has none) and no PKCE parameters (Procore does not document PKCE).
+///
+/// # Security
+///
+/// The `http::Request`s built here carry the client secret, codes and refresh tokens
+/// in their bodies, and `http::Request`'s `Debug` prints bodies: never log them.
+/// The bearer header of [`token_info_request`](Self::token_info_request) is marked
+/// sensitive. `OAuthClient`'s own `Debug` shows no secret.
+#[derive(Clone, Debug)]
+pub struct OAuthClient {
+    environment: Environment,
+    client_id: String,
+    client_secret: ClientSecret,
+}
+
+impl OAuthClient {
+    /// A client for the application registered with `client_id` / `client_secret`.
+    pub fn new(
+        environment: Environment,
+        client_id: impl Into<String>,
+        client_secret: ClientSecret,
+    ) -> Self {
+        Self {
+            environment,
+            client_id: client_id.into(),
+            client_secret,
+        }
+    }
+
+    /// The environment the endpoints belong to.
+    pub fn environment(&self) -> &Environment {
+        &self.environment
+    }
+
+    /// The application's client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Starts an authorization-code flow: the URL to send the user to, with a fresh
+    /// random `state` that [`AuthorizationRequest::verify_redirect`] checks on return.
+    ///
+    /// `redirect_uri` must exactly match one registered for the application
+    /// (`http://localhost` is registered by default), or be
+    /// [`OUT_OF_BAND_REDIRECT_URI`](crate::OUT_OF_BAND_REDIRECT_URI) for installed apps.
+    pub fn authorization_request(&self, redirect_uri: impl Into<String>) -> AuthorizationRequest {
+        AuthorizationRequest::new(self, redirect_uri.into())
+    }
+
+    /// The authorization URL with an explicit (or no) `state`. Prefer
+    /// [`authorization_request`](Self::authorization_request), which makes and checks one.
+    pub fn authorize_url(&self, redirect_uri: &str, state: Option<&str>) -> String {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("redirect_uri", redirect_uri);
+        if let Some(state) = state {
+            query.append_pair("state", state);
+        }
+        format!("{}?{}", self.environment.authorize_url(), query.finish())
+    }
+
+    /// `POST /oauth/token` exchanging an authorization code; `redirect_uri` must be the
+    /// one the code was issued for.
+    pub fn exchange_code_request(
+        &self,
+        code: &AuthorizationCode,
+        redirect_uri: &str,
+    ) -> Request<Bytes> {
+        self.token_request(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.secret()),
+            ("redirect_uri", redirect_uri),
+        ])
+    }
+
+    /// `POST /oauth/token` with the refresh-token grant. Procore burns `refresh_token`
+    /// as soon as it sees this request, whatever the outcome: never send it twice.
+    pub fn refresh_request(&self, refresh_token: &RefreshToken) -> Request<Bytes> {
+        self.token_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.secret()),
+        ])
+    }
+
+    /// `POST /oauth/token` with the client-credentials grant (Developer Managed Service
+    /// Accounts). The answer has no refresh token; the request is safe to repeat.
+    pub fn client_credentials_request(&self) -> Request<Bytes> {
+        self.token_request(&[("grant_type", "client_credentials")])
+    }
+
+    /// `POST /oauth/revoke`: revokes `token` and the refresh token issued with it.
+    pub fn revoke_request(&self, token: &AccessToken) -> Request<Bytes> {
+        self.form_request(self.environment.revoke_url(), &[("token", token.secret())])
+    }
+
+    /// `GET /oauth/token/info` for `token`.
+    pub fn token_info_request(&self, token: &crate::Token) -> Request<Bytes> {
+        let mut request = Request::new(Bytes::new());
+        *request.method_mut() = Method::GET;
+        *request.uri_mut() = uri(&self.environment.token_info_url());
+        let headers = request.headers_mut();
+        headers.insert(header::AUTHORIZATION, token.header_value().clone());
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        request
+    }
+
+    fn token_request(&self, grant: &[(&str, &str)]) -> Request<Bytes> {
+        self.form_request(self.environment.token_url(), grant)
+    }
+
+    fn form_request(&self, url: String, pairs: &[(&str, &str)]) -> Request<Bytes> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.extend_pairs(pairs.iter().copied())
+            .append_pair("client_id", &self.client_id)
+            .append_pair("client_secret", self.client_secret.secret());
+        let mut request = Request::new(Bytes::from(form.finish()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri(&url);
+        let headers = request.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(FORM_CONTENT_TYPE),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        request
+    }
+}
+
+/// Endpoint URLs are built from an [`Environment`] whose base was validated as an
+/// absolute URL, plus a fixed path, so they always parse.
+fn uri(url: &str) -> http::Uri {
+    url.parse().unwrap_or_else(|_| {
+        unreachable!("environment base URLs are validated at construction (invariant)")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client() -> OAuthClient {
+        OAuthClient::new(
+            Environment::production(),
+            "client id&x",
+            ClientSecret::new("se=cr+et"),
+        )
+    }
+
+    fn form(request: &Request<Bytes>) -> Vec<(String, String)> {
+        form_urlencoded::parse(request.body())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        expected
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn refresh_request_is_a_form_post_with_credentials_in_the_body() {
+        let request = client().refresh_request(&RefreshToken::new("r/1+2="));
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(request.uri(), "https://login.procore.com/oauth/token");
+        assert_eq!(request.headers()[header::CONTENT_TYPE], FORM_CONTENT_TYPE);
+        assert_eq!(
+            form(&request),
+            pairs(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "r/1+2="),
+                ("client_id", "client id&x"),
+                ("client_secret", "se=cr+et"),
+            ])
+        );
+        // Really encoded, not just concatenated.
+        assert!(std::str::from_utf8(request.body())
+            .unwrap()
+            .contains("se%3Dcr%2Bet"));
+    }
+
+    #[test]
+    fn code_exchange_and_client_credentials_requests() {
+        let code = client().exchange_code_request(
+            &AuthorizationCode::new("c0de"),
+            crate::OUT_OF_BAND_REDIRECT_URI,
+        );
+        assert_eq!(
+            form(&code)[..3],
+            pairs(&[
+                ("grant_type", "authorization_code"),
+                ("code", "c0de"),
+                ("redirect_uri", "urn:ietf:wg:oauth:2.0:oob"),
+            ])[..]
+        );
+        let cc = client().client_credentials_request();
+        assert_eq!(
+            form(&cc)[0],
+            ("grant_type".into(), "client_credentials".into())
+        );
+        assert!(!form(&cc).iter().any(|(k, _)| k == "scope"));
+    }
+
+    #[test]
+    fn revoke_and_token_info_requests() {
+        let revoke = client().revoke_request(&AccessToken::new("tok"));
+        assert_eq!(revoke.uri(), "https://login.procore.com/oauth/revoke");
+        assert_eq!(form(&revoke)[0], ("token".into(), "tok".into()));
+        let token =
+            crate::Token::new(AccessToken::new("tok"), None, std::time::UNIX_EPOCH, None).unwrap();
+        let info = client().token_info_request(&token);
+        assert_eq!(info.method(), Method::GET);
+        assert_eq!(info.uri(), "https://login.procore.com/oauth/token/info");
+        assert_eq!(info.headers()[header::AUTHORIZATION], "Bearer tok");
+        assert!(info.headers()[header::AUTHORIZATION].is_sensitive());
+    }
+
+    #[test]
+    fn authorize_url_has_no_scope_and_encodes_parameters() {
+        let url = client().authorize_url("http://localhost/cb?x=1", Some("st ate"));
+        assert_eq!(
+            url,
+            "https://login.procore.com/oauth/authorize?response_type=code&client_id=client+id%26x\
+             &redirect_uri=http%3A%2F%2Flocalhost%2Fcb%3Fx%3D1&state=st+ate"
+        );
+    }
+
+    #[test]
+    fn debug_hides_the_client_secret() {
+        let printed = format!("{:?}", client());
+        assert!(!printed.contains("se=cr+et"), "{printed}");
+    }
+}

@@ -1,0 +1,377 @@
+//! Turning token-endpoint responses into tokens or typed errors.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use super::OAuthClient;
+use crate::error::{OAuthError, OAuthErrorCode};
+use crate::secret::{AccessToken, RefreshToken};
+use crate::transport::MAX_RESPONSE_BYTES;
+use crate::{Error, Token};
+
+/// What `GET /oauth/token/info` says about a token.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct TokenInfo {
+    /// The Procore user the token acts for; `None` for service accounts.
+    #[serde(default)]
+    pub resource_owner_id: Option<u64>,
+    /// Scopes (Procore sends an empty list).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Seconds until the token expires.
+    #[serde(default)]
+    pub expires_in_seconds: Option<i64>,
+    /// The application the token was issued to.
+    #[serde(default)]
+    pub application: Option<TokenApplication>,
+    /// When the token was created, in Unix seconds.
+    #[serde(default)]
+    pub created_at: Option<i64>,
+}
+
+/// The `application` object of [`TokenInfo`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct TokenApplication {
+    /// The application's client id.
+    pub uid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    token_type: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    #[serde(default)]
+    created_at: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct ErrorResponse {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+impl OAuthClient {
+    /// Parses the answer to a code-exchange, refresh or client-credentials request.
+    ///
+    /// `sent_at` is when the request was sent: the expiry falls back to
+    /// `sent_at + expires_in` when the server's `created_at` is missing or implausible,
+    /// which errs on the side of refreshing early.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::TokenEndpoint`] for a non-2xx status, with the RFC 6749 error
+    ///   (`invalid_grant`, `invalid_client`, …) when the body has one, and
+    ///   `Retry-After` for 429/503;
+    /// - [`Error::InvalidResponse`] for a 2xx body that is not a Procore token;
+    /// - [`Error::ResponseTooLarge`] for a body over [`MAX_RESPONSE_BYTES`].
+    pub fn parse_token_response(
+        &self,
+        response: &Response<Bytes>,
+        sent_at: SystemTime,
+    ) -> Result<Token, Error> {
+        let body: TokenResponse = parse_json(success_body(response)?, "token response")?;
+        if let Some(token_type) = &body.token_type {
+            if !token_type.eq_ignore_ascii_case("bearer") {
+                return Err(Error::invalid_response(format!(
+                    "token_type is `{}`, expected `bearer`",
+                    token_type.chars().take(32).collect::<String>()
+                )));
+            }
+        }
+        if body.expires_in == Some(0) {
+            return Err(Error::invalid_response("expires_in is zero"));
+        }
+        Token::from_grant(
+            AccessToken::new(body.access_token),
+            body.refresh_token
+                .filter(|refresh| !refresh.is_empty())
+                .map(RefreshToken::new),
+            body.expires_in,
+            body.created_at,
+            sent_at,
+        )
+    }
+
+    /// Parses the answer to a revoke request. Procore answers 200 whether or not the
+    /// token was valid.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse_token_response`](Self::parse_token_response), for non-2xx answers.
+    pub fn parse_revoke_response(&self, response: &Response<Bytes>) -> Result<(), Error> {
+        success_body(response).map(drop)
+    }
+
+    /// Parses the answer to a token-info request.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse_token_response`](Self::parse_token_response).
+    pub fn parse_token_info_response(
+        &self,
+        response: &Response<Bytes>,
+    ) -> Result<TokenInfo, Error> {
+        parse_json(success_body(response)?, "token info")
+    }
+}
+
+/// The body of a 2xx response, or the typed error a non-2xx response stands for.
+fn success_body(response: &Response<Bytes>) -> Result<&Bytes, Error> {
+    let body = response.body();
+    if body.len() > MAX_RESPONSE_BYTES {
+        return Err(Error::ResponseTooLarge {
+            limit: MAX_RESPONSE_BYTES,
+        });
+    }
+    let status = response.status();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let error = serde_json::from_slice::<ErrorResponse>(body)
+        .ok()
+        .map(|error| OAuthError {
+            code: OAuthErrorCode::parse(&error.error),
+            description: error.error_description,
+        });
+    Err(Error::TokenEndpoint {
+        status,
+        error,
+        retry_after: retry_after(response),
+    })
+}
+
+/// `Retry-After` in delay-seconds form. The HTTP-date form is not used by Procore and
+/// is ignored (the caller's own back-off applies).
+fn retry_after(response: &Response<Bytes>) -> Option<Duration> {
+    let status = response.status();
+    if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
+    let value = response.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse().ok().map(Duration::from_secs)
+}
+
+/// Deserializes `body`, reporting failures by category and position only: serde's own
+/// messages quote the offending value, which could be a token.
+fn parse_json<T: DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, Error> {
+    // serde would also accept a JSON array as a struct, field by field.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(Error::invalid_response(format!(
+            "{what} is not a JSON object ({} bytes)",
+            body.len()
+        )));
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        Error::invalid_response(crate::error::describe_json_error(&error, what, body.len()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::{ClientSecret, Environment};
+
+    const SENT: u64 = 1_700_000_000;
+
+    fn client() -> OAuthClient {
+        OAuthClient::new(Environment::production(), "id", ClientSecret::new("s"))
+    }
+
+    fn response(status: u16, body: &str) -> Response<Bytes> {
+        Response::builder()
+            .status(status)
+            .body(Bytes::from(body.to_owned()))
+            .unwrap()
+    }
+
+    fn parse(status: u16, body: &str) -> Result<Token, Error> {
+        client().parse_token_response(
+            &response(status, body),
+            UNIX_EPOCH + Duration::from_secs(SENT),
+        )
+    }
+
+    #[test]
+    fn parses_procore_token_and_tolerates_unknown_fields() {
+        let token = parse(
+            200,
+            r#"{"access_token":"eyJ.a.b","token_type":"bearer","expires_in":5400,
+                "refresh_token":"r1","created_at":1700000001,"scope":"","extra":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(token.access_token().secret(), "eyJ.a.b");
+        assert_eq!(token.refresh_token().unwrap().secret(), "r1");
+        assert_eq!(
+            token.expires_at(),
+            Some(UNIX_EPOCH + Duration::from_secs(SENT + 1 + 5400))
+        );
+    }
+
+    #[test]
+    fn client_credentials_answer_has_no_refresh_token() {
+        let token = parse(
+            200,
+            r#"{"access_token":"a","token_type":"Bearer","expires_in":60}"#,
+        )
+        .unwrap();
+        assert!(token.refresh_token().is_none());
+    }
+
+    #[test]
+    fn malformed_success_bodies_are_invalid_responses_that_quote_no_value() {
+        for body in [
+            "<html>oops</html>",
+            "",
+            r#"{"access_token":"#,
+            r#"{"token_type":"bearer"}"#,
+            r#"{"access_token":12345}"#,
+            r#"{"access_token":"a","expires_in":"SECRET-LOOKING-VALUE"}"#,
+            r#"{"access_token":"a","expires_in":-5}"#,
+            r#"{"access_token":"a","expires_in":0}"#,
+            r#"{"access_token":"a","token_type":"mac"}"#,
+            r#"{"access_token":""}"#,
+            r#"["access_token"]"#,
+        ] {
+            let err = parse(200, body).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidResponse { .. }),
+                "{body}: {err:?}"
+            );
+            assert!(!err.to_string().contains("SECRET-LOOKING-VALUE"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rfc6749_errors_are_typed() {
+        let cases = [
+            (400, "invalid_grant", OAuthErrorCode::InvalidGrant),
+            (401, "invalid_client", OAuthErrorCode::InvalidClient),
+            (400, "invalid_request", OAuthErrorCode::InvalidRequest),
+            (
+                400,
+                "unsupported_grant_type",
+                OAuthErrorCode::UnsupportedGrantType,
+            ),
+            (
+                400,
+                "unauthorized_client",
+                OAuthErrorCode::UnauthorizedClient,
+            ),
+            (400, "invalid_scope", OAuthErrorCode::InvalidScope),
+            (
+                400,
+                "server_specific",
+                OAuthErrorCode::Other("server_specific".into()),
+            ),
+        ];
+        for (status, code, expected) in cases {
+            let body = format!(r#"{{"error":"{code}","error_description":"why"}}"#);
+            let err = parse(status, &body).unwrap_err();
+            assert_eq!(err.oauth_error(), Some(&expected));
+            assert!(!err.is_transient());
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "token endpoint answered {} {}: {code} (why)",
+                    status,
+                    StatusCode::from_u16(status)
+                        .unwrap()
+                        .canonical_reason()
+                        .unwrap()
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn server_errors_and_proxy_pages_are_transient_endpoint_errors() {
+        for status in [500, 502, 503, 504] {
+            let err = parse(status, "<html>Bad gateway</html>").unwrap_err();
+            assert!(
+                matches!(err, Error::TokenEndpoint { error: None, .. }),
+                "{status}: {err:?}"
+            );
+            assert!(err.is_transient());
+        }
+    }
+
+    #[test]
+    fn retry_after_is_read_for_429_and_503() {
+        let mut limited = response(429, "{}");
+        limited
+            .headers_mut()
+            .insert(header::RETRY_AFTER, "17".parse().unwrap());
+        let err = client()
+            .parse_token_response(&limited, UNIX_EPOCH)
+            .unwrap_err();
+        assert!(err.is_transient());
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(17)));
+
+        let mut date = response(503, "");
+        date.headers_mut().insert(
+            header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(
+            client()
+                .parse_token_response(&date, UNIX_EPOCH)
+                .unwrap_err()
+                .retry_after(),
+            None
+        );
+    }
+
+    #[test]
+    fn oversized_bodies_are_refused_before_parsing() {
+        let huge = format!(r#"{{"access_token":"{}"}}"#, "a".repeat(MAX_RESPONSE_BYTES));
+        assert!(matches!(
+            parse(200, &huge),
+            Err(Error::ResponseTooLarge {
+                limit: MAX_RESPONSE_BYTES
+            })
+        ));
+        assert!(matches!(
+            parse(500, &huge),
+            Err(Error::ResponseTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn revoke_and_token_info() {
+        client()
+            .parse_revoke_response(&response(200, "{}"))
+            .unwrap();
+        assert!(client().parse_revoke_response(&response(500, "")).is_err());
+        let info = client()
+            .parse_token_info_response(&response(
+                200,
+                r#"{"resource_owner_id":42,"scopes":[],"expires_in_seconds":5399,
+                    "application":{"uid":"abc"},"created_at":1700000000}"#,
+            ))
+            .unwrap();
+        assert_eq!(info.resource_owner_id, Some(42));
+        assert_eq!(info.application.unwrap().uid.as_deref(), Some("abc"));
+        let service = client()
+            .parse_token_info_response(&response(200, r#"{"resource_owner_id":null}"#))
+            .unwrap();
+        assert_eq!(service.resource_owner_id, None);
+        assert!(matches!(
+            client().parse_token_info_response(&response(401, r#"{"error":"invalid_token"}"#)),
+            Err(Error::TokenEndpoint { .. })
+        ));
+    }
+}
