@@ -77,8 +77,8 @@ pub use clock::{Clock, CoarseTime, ManualClock, SystemClock, COARSE_TICK};
 pub use environment::{Environment, OUT_OF_BAND_REDIRECT_URI};
 pub use error::{CallbackError, Error, OAuthError, OAuthErrorCode, ReauthorizationReason};
 pub use manager::{
-    Metrics, TokenManager, TokenManagerBuilder, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX,
-    DEFAULT_MIN_REJECTION_INTERVAL,
+    BearerFuture, Metrics, TokenManager, TokenManagerBuilder, DEFAULT_BACKOFF_BASE,
+    DEFAULT_BACKOFF_MAX, DEFAULT_MIN_REJECTION_INTERVAL,
 };
 pub use oauth::{AuthorizationRequest, OAuthClient, TokenApplication, TokenInfo};
 pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};

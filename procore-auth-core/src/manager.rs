@@ -6,6 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use futures_util::future::{BoxFuture, Shared};
 use futures_util::FutureExt;
 
@@ -306,10 +310,27 @@ impl TokenManager {
     /// When no usable token exists and none could be obtained: the refresh's error
     /// (shared by all waiters), [`Error::BackingOff`] while a failed refresh cools
     /// down, or [`Error::ReauthorizationRequired`].
-    pub async fn bearer(&self) -> Result<Bearer, Error> {
+    #[inline]
+    pub fn bearer(&self) -> BearerFuture {
+        // Not an `async fn`: its state machine costs more than the fresh path itself.
         match self.fresh_bearer() {
-            Some(bearer) => Ok(bearer),
-            None => self.handle.inner.bearer_slow().await,
+            Some(bearer) => BearerFuture {
+                fresh: Some(bearer),
+                waiting: None,
+            },
+            None => self.wait_for_bearer(),
+        }
+    }
+
+    /// Waiting for a refresh involves I/O, so this path can afford a box; kept out of
+    /// line so that [`bearer`](Self::bearer) inlines.
+    #[cold]
+    #[inline(never)]
+    fn wait_for_bearer(&self) -> BearerFuture {
+        let inner = Arc::clone(&self.handle.inner);
+        BearerFuture {
+            fresh: None,
+            waiting: Some(async move { inner.bearer_slow().await }.boxed()),
         }
     }
 
@@ -428,6 +449,38 @@ impl TokenManager {
     }
 }
 
+/// The future returned by [`TokenManager::bearer`].
+#[must_use = "futures do nothing unless polled"]
+pub struct BearerFuture {
+    /// Set when the token was fresh: ready at the first poll.
+    fresh: Option<Bearer>,
+    waiting: Option<BoxFuture<'static, Result<Bearer, Error>>>,
+}
+
+impl Future for BearerFuture {
+    type Output = Result<Bearer, Error>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(bearer) = self.fresh.take() {
+            return Poll::Ready(Ok(bearer));
+        }
+        match &mut self.waiting {
+            Some(waiting) => waiting.as_mut().poll(cx),
+            None => panic!("BearerFuture polled after completion"),
+        }
+    }
+}
+
+impl fmt::Debug for BearerFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BearerFuture")
+            .field("fresh", &self.fresh.is_some())
+            .field("waiting", &self.waiting.is_some())
+            .finish()
+    }
+}
+
 impl fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.handle.inner;
@@ -485,10 +538,16 @@ impl Inner {
                 return still_valid.ok_or_else(|| error.clone());
             }
             if let Some(inflight) = &state.inflight {
+                let inflight = inflight.clone();
                 match still_valid {
-                    // Somebody is already refreshing ahead of expiry: don't wait for it.
-                    Some(bearer) => return Ok(bearer),
-                    None => (inflight.clone(), None),
+                    Some(bearer) => {
+                        drop(state);
+                        // Somebody is already refreshing ahead of expiry: don't wait for
+                        // it, but help it along in case whoever started it was cancelled.
+                        let refreshed = inflight.now_or_never().and_then(Result::ok);
+                        return Ok(refreshed.unwrap_or(bearer));
+                    }
+                    None => (inflight, None),
                 }
             } else if let Some(error) = state.backing_off(now) {
                 return still_valid.ok_or(error);

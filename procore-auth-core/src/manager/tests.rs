@@ -294,11 +294,8 @@ async fn proactive_refresh_does_not_block_other_callers() {
         let manager = manager.clone();
         async move { manager.bearer().await }
     });
-    while endpoint.state.lock().unwrap().calls == 0 && gate.available_permits() == 0 {
+    while manager.handle.inner.lock_state().inflight.is_none() {
         tokio::task::yield_now().await;
-        if manager.handle.inner.lock_state().inflight.is_some() {
-            break;
-        }
     }
     // The refresh is in flight and blocked. Everyone else gets the old token at once.
     for _ in 0..100 {
@@ -312,6 +309,24 @@ async fn proactive_refresh_does_not_block_other_callers() {
         manager.fresh_bearer().unwrap().header_value(),
         "Bearer access-secret-1"
     );
+    assert_eq!(endpoint.calls(), 1);
+}
+
+#[tokio::test]
+async fn proactive_refresh_completes_even_if_its_starter_is_cancelled() {
+    let clock = start_clock();
+    let (endpoint, gate) = ScriptedEndpoint::new(&clock).gated();
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .build();
+    clock.advance(Duration::from_secs(LIFETIME - 240));
+    // The caller that starts the refresh gives up on it (a request timeout, say).
+    assert!(manager.bearer().now_or_never().is_none());
+    gate.add_permits(Semaphore::MAX_PERMITS);
+    // Later callers still get the valid token without waiting, and drive the
+    // abandoned refresh to completion on the way.
+    let bearer = now_or_never(manager.bearer()).unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-secret-1");
     assert_eq!(endpoint.calls(), 1);
 }
 
