@@ -1,0 +1,308 @@
+//! The emulator handle and its builder.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::fault::{ApiFault, TokenFault};
+use crate::state::{Config, Owner, Shared, OOB_REDIRECT_URI};
+use crate::stats::Stats;
+use crate::{routes, server};
+
+/// The default registered client's id.
+const DEFAULT_CLIENT_ID: &str = "testkit-client-id";
+/// The default registered client's secret.
+const DEFAULT_CLIENT_SECRET: &str = "testkit-client-secret";
+/// Procore's access-token lifetime today: 90 minutes.
+const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(5400);
+
+/// A group of routes, for [`EmulatorBuilder::latency`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Route {
+    /// `POST /oauth/token`.
+    Token,
+    /// `POST /oauth/revoke`.
+    Revoke,
+    /// `GET /oauth/token/info`.
+    TokenInfo,
+    /// Every `/rest/` route.
+    Api,
+    /// `GET /oauth/authorize`.
+    Authorize,
+}
+
+/// An access token (and refresh token) as the token endpoint would return it.
+///
+/// # Security
+///
+/// The tokens are live credentials for the emulator (only): `Debug` prints them, on purpose, so
+/// leakage tests can tell them apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    /// The bearer token for API calls: opaque, JWT-shaped, several hundred characters.
+    pub access_token: String,
+    /// The single-use refresh token; `None` for client-credentials tokens.
+    pub refresh_token: Option<String>,
+    /// Seconds the access token lives from `created_at`.
+    pub expires_in: u64,
+    /// When the token was minted, in Unix seconds on the emulator's (shifted) clock.
+    pub created_at: i64,
+}
+
+/// A running emulator of Procore's OAuth 2.0 server and REST API on `127.0.0.1`.
+///
+/// Dropping it shuts the server down: the port stops accepting, open connections (hanging
+/// requests included) are closed.
+///
+/// # Example
+///
+/// ```no_run
+/// use procore_auth_testkit::{Emulator, TokenFault};
+///
+/// #[tokio::test]
+/// async fn survives_a_lost_refresh_response() {
+///     let emulator = Emulator::start().await;
+///     let grant = emulator.issue_token();
+///     emulator.push_token_fault(TokenFault::RotateThenDrop);
+///     // ... run the client under test against `emulator.base_url()` with `grant` ...
+///     assert_eq!(emulator.stats().refresh_token_grants, 1);
+/// }
+/// # fn main() {}
+/// ```
+pub struct Emulator {
+    shared: Arc<Shared>,
+    base_url: String,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Emulator")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.shared.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Starts an emulator with the defaults on `127.0.0.1` and a free port.
+    ///
+    /// # Panics
+    ///
+    /// If no loopback port can be bound, or if called outside a Tokio runtime.
+    pub async fn start() -> Emulator {
+        Self::builder().start().await
+    }
+
+    /// A builder to configure the emulator before starting it.
+    pub fn builder() -> EmulatorBuilder {
+        EmulatorBuilder::default()
+    }
+
+    /// The base URL of both the auth endpoints and the API, `http://127.0.0.1:PORT`, without a
+    /// trailing slash.
+    pub fn base_url(&self) -> String {
+        self.base_url.clone()
+    }
+
+    /// The same server under another host name, `http://localhost:PORT`: the host that file
+    /// downloads redirect to.
+    pub fn alternate_host_url(&self) -> String {
+        self.shared.alternate_host_url.clone()
+    }
+
+    /// The default registered client's id, `testkit-client-id`.
+    pub fn client_id(&self) -> &str {
+        &self.shared.config.client_id
+    }
+
+    /// The default registered client's secret, `testkit-client-secret`.
+    pub fn client_secret(&self) -> &str {
+        &self.shared.config.client_secret
+    }
+
+    /// Issues an authorization code for the default client and `redirect_uri`, as if the user
+    /// had approved `/oauth/authorize`. The code is single use and lives 10 minutes.
+    ///
+    /// `redirect_uri` is not checked against the registered URIs, so tests can set up
+    /// mismatches; exchanging the code requires the same `redirect_uri`.
+    pub fn authorize_code(&self, redirect_uri: &str) -> String {
+        let now = self.shared.now();
+        self.shared
+            .lock()
+            .issue_code(&self.shared.config.client_id, redirect_uri, now)
+    }
+
+    /// Mints a live access + refresh token pair for the default client's user, as an
+    /// authorization-code grant would, without a token-endpoint call (no counter moves).
+    pub fn issue_token(&self) -> TokenGrant {
+        let now = self.shared.now();
+        let config = &self.shared.config;
+        self.shared
+            .lock()
+            .mint(config, &config.client_id, Owner::User, now)
+    }
+
+    /// Queues a fault: each token-endpoint call takes the oldest queued one. Push `n` times to
+    /// fault the next `n` calls.
+    pub fn push_token_fault(&self, fault: TokenFault) {
+        self.shared.lock().token_faults.push_back(fault);
+    }
+
+    /// Queues a fault: each `/rest/` call takes the oldest queued one. Push `n` times to fault
+    /// the next `n` calls.
+    pub fn push_api_fault(&self, fault: ApiFault) {
+        self.shared.lock().api_faults.push_back(fault);
+    }
+
+    /// Expires every access token issued so far: they answer 401 from now on. Refresh tokens
+    /// stay usable; tokens issued later are unaffected.
+    pub fn expire_all_tokens(&self) {
+        self.shared.lock().expire_all();
+    }
+
+    /// Revokes every access and refresh token issued so far, as `POST /oauth/revoke` would:
+    /// the user must authorize again.
+    pub fn revoke_all_tokens(&self) {
+        self.shared.lock().revoke_all();
+    }
+
+    /// A consistent snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats.clone()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        // Wake requests held open by `TokenFault::Hang`, then stop the accept loop, which owns
+        // every connection task: aborting it closes the listener and all connections at once.
+        self.shutdown.send_replace(true);
+        self.server.abort();
+    }
+}
+
+/// Configures an [`Emulator`]; [`EmulatorBuilder::start`] runs it.
+#[derive(Debug, Clone)]
+pub struct EmulatorBuilder {
+    clients: Vec<(String, String)>,
+    redirect_uris: Vec<String>,
+    access_token_lifetime: Duration,
+    clock_offset_secs: i64,
+    latency: HashMap<Route, Duration>,
+    forbidden_company: Option<u64>,
+}
+
+impl Default for EmulatorBuilder {
+    fn default() -> Self {
+        Self {
+            clients: Vec::new(),
+            redirect_uris: Vec::new(),
+            access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
+            clock_offset_secs: 0,
+            latency: HashMap::new(),
+            forbidden_company: None,
+        }
+    }
+}
+
+impl EmulatorBuilder {
+    /// The lifetime of access tokens, reported as `expires_in` (whole seconds; default
+    /// 5400 s). [`Duration::ZERO`] mints tokens that are already expired.
+    pub fn access_token_lifetime(mut self, lifetime: Duration) -> Self {
+        self.access_token_lifetime = lifetime;
+        self
+    }
+
+    /// Shifts the emulator's clock by this many seconds (negative: behind): `created_at`,
+    /// `expires_in_seconds` and the expiry of tokens are all judged on the shifted clock, as if
+    /// the client's and the server's clocks disagreed.
+    pub fn clock_offset_secs(mut self, offset: i64) -> Self {
+        self.clock_offset_secs = offset;
+        self
+    }
+
+    /// Delays the responses of `route` by `latency`. The request is processed at once (a
+    /// refresh token is rotated before the wait), so a client timing out during the wait loses
+    /// a response whose effects happened.
+    pub fn latency(mut self, route: Route, latency: Duration) -> Self {
+        self.latency.insert(route, latency);
+        self
+    }
+
+    /// API calls whose `Procore-Company-Id` header equals `company_id` get 403, as when the app
+    /// is not connected to that company.
+    pub fn forbidden_company(mut self, company_id: u64) -> Self {
+        self.forbidden_company = Some(company_id);
+        self
+    }
+
+    /// Registers another client. The default client stays registered and cannot be replaced.
+    pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
+        self.clients.push((id.into(), secret.into()));
+        self
+    }
+
+    /// Registers another redirect URI, valid for every client. `http://localhost` and
+    /// `urn:ietf:wg:oauth:2.0:oob` are registered by default. Matching is exact.
+    pub fn redirect_uri(mut self, redirect_uri: impl Into<String>) -> Self {
+        self.redirect_uris.push(redirect_uri.into());
+        self
+    }
+
+    /// Binds `127.0.0.1:0` and starts serving in a task of the current Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If no loopback port can be bound, or if called outside a Tokio runtime.
+    pub async fn start(self) -> Emulator {
+        let listener = TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("procore-auth-testkit: cannot bind 127.0.0.1:0");
+        let port = listener
+            .local_addr()
+            .expect("procore-auth-testkit: the listener has no local address")
+            .port();
+
+        let mut clients: HashMap<String, String> = self.clients.into_iter().collect();
+        clients.insert(
+            DEFAULT_CLIENT_ID.to_owned(),
+            DEFAULT_CLIENT_SECRET.to_owned(),
+        );
+        let mut redirect_uris: HashSet<String> =
+            HashSet::from(["http://localhost".to_owned(), OOB_REDIRECT_URI.to_owned()]);
+        redirect_uris.extend(self.redirect_uris);
+        let config = Config {
+            client_id: DEFAULT_CLIENT_ID.to_owned(),
+            client_secret: DEFAULT_CLIENT_SECRET.to_owned(),
+            clients,
+            redirect_uris,
+            access_token_lifetime_secs: self.access_token_lifetime.as_secs(),
+            clock_offset_secs: self.clock_offset_secs,
+            latency: self.latency,
+            forbidden_company: self.forbidden_company,
+        };
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared::new(
+            config,
+            shutdown_rx.clone(),
+            format!("http://localhost:{port}"),
+        ));
+        let router = routes::router(Arc::clone(&shared));
+        let server = tokio::spawn(server::serve(listener, router, shutdown_rx));
+        Emulator {
+            shared,
+            base_url: format!("http://127.0.0.1:{port}"),
+            shutdown,
+            server,
+        }
+    }
+}

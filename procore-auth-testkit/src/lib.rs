@@ -1,0 +1,74 @@
+//! A local emulator of Procore's OAuth 2.0 and REST API, served over real loopback HTTP, for
+//! testing Procore clients.
+//!
+//! [`Emulator::start`] binds `127.0.0.1:0` and serves, on one port, both the auth endpoints
+//! (`/oauth/authorize`, `/oauth/token`, `/oauth/revoke`, `/oauth/token/info`) and a small
+//! protected API under `/rest/v1.0/`. It follows Procore's rules, most importantly single-use
+//! refresh tokens that are burned even when the refresh call fails, and it can script the faults
+//! a real deployment produces: 5xx, 429 with `Retry-After`, hangs, garbled or huge bodies,
+//! `invalid_grant`, and a refresh whose response is lost after the token was rotated.
+//! [`Emulator::stats`] reports what the server saw, so tests can assert on it.
+//!
+//! Each emulator is independent (its own port and state), so many can run in parallel in one
+//! test binary; dropping it shuts the server down.
+//!
+//! # Example
+//!
+//! Start one per test; point the client under test at [`Emulator::base_url`]:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use procore_auth_testkit::{Emulator, TokenFault};
+//!
+//! let emulator = Emulator::start().await; // http://127.0.0.1:<free port>
+//! let grant = emulator.issue_token(); // a live access + refresh pair, no HTTP needed
+//! let me = reqwest::Client::new()
+//!     .get(format!("{}/rest/v1.0/me", emulator.base_url()))
+//!     .bearer_auth(&grant.access_token)
+//!     .send()
+//!     .await
+//!     .unwrap();
+//! assert_eq!(me.status(), 200);
+//! assert_eq!(emulator.stats().api_calls, 1);
+//!
+//! // Script what the next token-endpoint call does: burn the refresh token, then answer 500.
+//! emulator.push_token_fault(TokenFault::RotateThenFail);
+//! # }
+//! ```
+//!
+//! # Routes
+//!
+//! | route | behaviour |
+//! |---|---|
+//! | `GET /oauth/authorize` | auto-approves: 302 to `redirect_uri?code=…&state=…`, or an HTML page showing the code for `urn:ietf:wg:oauth:2.0:oob`; 400 for an unknown client or an unregistered `redirect_uri` |
+//! | `POST /oauth/token` | grants `authorization_code`, `refresh_token` (rotating, single use) and `client_credentials` (no refresh token); form-encoded or JSON body; RFC 6749 errors |
+//! | `POST /oauth/revoke` | revokes the access token and its refresh token; 200 whether or not the token was known |
+//! | `GET /oauth/token/info` | Doorkeeper-style token introspection for a bearer token; 401 if it is not live |
+//! | `GET /rest/v1.0/me` | the token's user: `{"id":…,"login":…,"name":…,"authorization_received":true}` |
+//! | `GET /rest/v1.0/companies` | one company |
+//! | `POST`/`PUT`/`PATCH /rest/v1.0/echo` | answers with the request body and its `Content-Type` |
+//! | `GET /rest/v1.0/files/{id}` | 302 to [`Emulator::alternate_host_url`]`/storage/{id}` (another host name, same server) |
+//! | `GET /storage/{id}` | the file's bytes; counts requests and those carrying `Authorization` |
+//!
+//! Every `/rest/` response carries `X-Rate-Limit-Limit`, `X-Rate-Limit-Remaining` and
+//! `X-Rate-Limit-Reset`, and echoes the request's `Procore-Company-Id` header. A missing, unknown,
+//! expired or revoked bearer gets 401 `{"errors":"…","authorization_received":<bool>}` (the last
+//! field is the emulator's, so tests can see whether a client sent a token to a host it should
+//! not trust); a `Procore-Company-Id` equal to
+//! [`EmulatorBuilder::forbidden_company`] gets 403.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod emulator;
+mod fault;
+mod params;
+mod routes;
+mod server;
+mod state;
+mod stats;
+mod token;
+
+pub use emulator::{Emulator, EmulatorBuilder, Route, TokenGrant};
+pub use fault::{ApiFault, TokenFault};
+pub use stats::Stats;

@@ -1,0 +1,249 @@
+//! The protected API under `/rest/`, and the off-host file storage.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::header::{
+    HeaderMap, HeaderName, AUTHORIZATION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::{bearer, json};
+use crate::emulator::Route;
+use crate::fault::ApiFault;
+use crate::state::{
+    LiveToken, Owner, Shared, TokenRejection, SERVICE_ACCOUNT_ID, SERVICE_ACCOUNT_LOGIN,
+    SERVICE_ACCOUNT_NAME, USER_ID, USER_LOGIN, USER_NAME,
+};
+
+const PROCORE_COMPANY_ID: HeaderName = HeaderName::from_static("procore-company-id");
+const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-rate-limit-limit");
+const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-rate-limit-remaining");
+const RATE_LIMIT_RESET: HeaderName = HeaderName::from_static("x-rate-limit-reset");
+/// Requests allowed per rate-limit window (Procore's default: 3600 an hour).
+const RATE_LIMIT: u64 = 3600;
+const RATE_LIMIT_WINDOW_SECS: i64 = 3600;
+/// The company listed by `/rest/v1.0/companies` (ids can exceed 32 bits).
+const COMPANY_ID: u64 = 5_000_000_000_123;
+
+/// What the gate decided about an API call.
+#[derive(Debug)]
+enum Verdict {
+    /// On to the handler, which can read the token from the request's extensions.
+    Pass(LiveToken),
+    /// Answered by the gate.
+    Refuse(Response),
+}
+
+/// Runs before every `/rest/` handler: counts the call, applies a scripted fault, checks the
+/// bearer token and the company, then decorates the response with Procore's headers.
+pub(super) async fn gate(
+    State(shared): State<Arc<Shared>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let company = request.headers().get(&PROCORE_COMPANY_ID).cloned();
+    let authorization_received = request.headers().contains_key(AUTHORIZATION);
+    let now = shared.now();
+    let (verdict, remaining) = {
+        let mut state = shared.lock();
+        state.stats.api_calls += 1;
+        let remaining = RATE_LIMIT.saturating_sub(state.stats.api_calls);
+        let verdict = if let Some(fault) = state.api_faults.pop_front() {
+            Verdict::Refuse(fault_response(&fault, authorization_received))
+        } else {
+            let live = bearer(request.headers())
+                .ok_or(TokenRejection::Unknown)
+                .and_then(|token| state.check_access(token, now));
+            match (live, company_id(company.as_ref())) {
+                (Err(rejection), _) => {
+                    Verdict::Refuse(unauthorized(rejection.message(), authorization_received))
+                }
+                (Ok(_), Some(company)) if shared.config.forbidden_company == Some(company) => {
+                    Verdict::Refuse(forbidden_response(company))
+                }
+                (Ok(live), _) => Verdict::Pass(live),
+            }
+        };
+        if let Verdict::Refuse(response) = &verdict {
+            match response.status() {
+                StatusCode::UNAUTHORIZED => state.stats.unauthorized_served += 1,
+                StatusCode::FORBIDDEN => state.stats.forbidden_served += 1,
+                _ => {}
+            }
+        }
+        (verdict, remaining)
+    };
+
+    let mut response = match verdict {
+        Verdict::Pass(live) => {
+            request.extensions_mut().insert(live);
+            next.run(request).await
+        }
+        Verdict::Refuse(response) => response,
+    };
+    shared.delay(Route::Api).await;
+
+    let headers = response.headers_mut();
+    let remaining = if headers.contains_key(&RATE_LIMIT_REMAINING) {
+        0 // a scripted 429 already says it
+    } else {
+        remaining
+    };
+    let window_end =
+        (now - now.rem_euclid(RATE_LIMIT_WINDOW_SECS)).saturating_add(RATE_LIMIT_WINDOW_SECS);
+    headers.insert(RATE_LIMIT_LIMIT, HeaderValue::from(RATE_LIMIT));
+    headers.insert(RATE_LIMIT_REMAINING, HeaderValue::from(remaining));
+    headers.insert(RATE_LIMIT_RESET, HeaderValue::from(window_end));
+    if let Some(company) = company {
+        headers.insert(PROCORE_COMPANY_ID, company);
+    }
+    response
+}
+
+fn company_id(header: Option<&HeaderValue>) -> Option<u64> {
+    header?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Procore's 401 body, plus whether an `Authorization` header arrived (for tests of clients
+/// that must not send one).
+fn unauthorized(message: &str, authorization_received: bool) -> Response {
+    json(
+        StatusCode::UNAUTHORIZED,
+        serde_json::json!({ "errors": message, "authorization_received": authorization_received }),
+    )
+}
+
+fn forbidden_response(company: u64) -> Response {
+    json(
+        StatusCode::FORBIDDEN,
+        serde_json::json!({
+            "errors": format!("This app is not connected to company {company}. Ask a company admin to install it."),
+        }),
+    )
+}
+
+fn fault_response(fault: &ApiFault, authorization_received: bool) -> Response {
+    let (status, retry_after, message) = match fault {
+        ApiFault::RateLimited { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(*retry_after_secs),
+            "Rate limit exceeded",
+        ),
+        ApiFault::Unavailable { retry_after_secs } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(*retry_after_secs),
+            "Service unavailable",
+        ),
+        ApiFault::Unauthorized => {
+            return unauthorized(TokenRejection::Unknown.message(), authorization_received)
+        }
+    };
+    let mut response = json(status, serde_json::json!({ "errors": message }));
+    if let Some(secs) = retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(RATE_LIMIT_REMAINING, HeaderValue::from(0_u64));
+    }
+    response
+}
+
+/// `GET /rest/v1.0/me`.
+pub(super) async fn me(Extension(live): Extension<LiveToken>) -> Response {
+    let (id, login, name) = match live.owner {
+        Owner::User => (USER_ID, USER_LOGIN, USER_NAME),
+        Owner::ServiceAccount => (
+            SERVICE_ACCOUNT_ID,
+            SERVICE_ACCOUNT_LOGIN,
+            SERVICE_ACCOUNT_NAME,
+        ),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({
+            "id": id,
+            "login": login,
+            "name": name,
+            // Only requests with a valid bearer reach a handler.
+            "authorization_received": true,
+        }),
+    )
+}
+
+/// `GET /rest/v1.0/companies`.
+pub(super) async fn companies() -> Response {
+    json(
+        StatusCode::OK,
+        serde_json::json!([{ "id": COMPANY_ID, "name": "Testkit Construction", "is_active": true }]),
+    )
+}
+
+/// `POST`/`PUT`/`PATCH /rest/v1.0/echo`: the body back, with its content type.
+pub(super) async fn echo(headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    (StatusCode::OK, [(CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Whether a file id is safe to put back in a URL as is.
+fn valid_file_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `GET /rest/v1.0/files/{id}`: redirects to the storage host, like Procore's file URLs.
+pub(super) async fn file(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if !valid_file_id(&id) {
+        return not_found().await;
+    }
+    let location = format!("{}/storage/{id}", shared.alternate_host_url);
+    match HeaderValue::try_from(location) {
+        Ok(location) => (StatusCode::FOUND, [(LOCATION, location)]).into_response(),
+        Err(_) => not_found().await,
+    }
+}
+
+/// `GET /storage/{id}`: the download, on the other host name. It needs no authorization and
+/// records whether one was sent anyway.
+pub(super) async fn storage(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    {
+        let mut state = shared.lock();
+        state.stats.storage_requests += 1;
+        if headers.contains_key(AUTHORIZATION) {
+            state.stats.storage_requests_with_authorization += 1;
+        }
+    }
+    (
+        StatusCode::OK,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        format!("contents of file {id}"),
+    )
+        .into_response()
+}
+
+/// Any other `/rest/` route (after authentication, as on Procore).
+pub(super) async fn not_found() -> Response {
+    json(
+        StatusCode::NOT_FOUND,
+        serde_json::json!({ "errors": "Not Found" }),
+    )
+}

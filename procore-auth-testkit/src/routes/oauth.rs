@@ -1,0 +1,313 @@
+//! `/oauth/authorize`, `/oauth/token`, `/oauth/revoke` and `/oauth/token/info`.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, RawQuery, State};
+use axum::http::header::{HeaderMap, CACHE_CONTROL, CONTENT_TYPE, LOCATION, PRAGMA, RETRY_AFTER};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::{bearer, json};
+use crate::emulator::{Route, TokenGrant};
+use crate::fault::TokenFault;
+use crate::params::Params;
+use crate::server::ConnectionControl;
+use crate::state::{GrantError, GrantType, Shared, TokenRejection, OOB_REDIRECT_URI};
+
+/// `GET /oauth/authorize`: approves at once, as if the user logged in and clicked "Allow".
+pub(super) async fn authorize(
+    State(shared): State<Arc<Shared>>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let response = authorize_response(&shared, query.as_deref().unwrap_or_default());
+    shared.delay(Route::Authorize).await;
+    response
+}
+
+fn authorize_response(shared: &Shared, query: &str) -> Response {
+    // Errors about the client or the redirect URI are shown, never redirected (RFC 6749 §4.1.2.1).
+    let bad_request = |why: String| (StatusCode::BAD_REQUEST, why).into_response();
+    let params = match Params::from_urlencoded(query.as_bytes()) {
+        Ok(params) => params,
+        Err(why) => return bad_request(format!("invalid_request: {why}")),
+    };
+    let Some(client_id) = params
+        .get("client_id")
+        .filter(|id| shared.config.clients.contains_key(*id))
+    else {
+        return bad_request("invalid_client: unknown or missing client_id".to_owned());
+    };
+    let Some(redirect_uri) = params
+        .get("redirect_uri")
+        .filter(|uri| shared.config.redirect_uris.contains(*uri))
+    else {
+        return bad_request(
+            "invalid_redirect_uri: the redirect_uri is missing or not registered".to_owned(),
+        );
+    };
+    let oob = redirect_uri == OOB_REDIRECT_URI;
+    let mut answer = form_urlencoded::Serializer::new(String::new());
+    if params.get("response_type") == Some("code") {
+        let code = shared
+            .lock()
+            .issue_code(client_id, redirect_uri, shared.now());
+        if oob {
+            return Html(format!(
+                "<!DOCTYPE html>\n<html><head><title>Authorization code</title></head><body>\
+                 <h1>Authorization code</h1>\
+                 <p>Copy this code and paste it into the application:</p>\
+                 <code id=\"authorization_code\">{code}</code></body></html>\n"
+            ))
+            .into_response();
+        }
+        answer.append_pair("code", &code);
+    } else if oob {
+        return bad_request("unsupported_response_type: response_type must be code".to_owned());
+    } else {
+        answer.append_pair("error", "unsupported_response_type");
+    }
+    if let Some(state) = params.get("state") {
+        answer.append_pair("state", state);
+    }
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    let location = format!("{redirect_uri}{separator}{}", answer.finish());
+    match HeaderValue::try_from(location) {
+        Ok(location) => (StatusCode::FOUND, [(LOCATION, location)]).into_response(),
+        Err(_) => bad_request("invalid_redirect_uri: not a valid header value".to_owned()),
+    }
+}
+
+/// RFC 6749 §5.1: token responses must not be cached.
+fn token_json(status: StatusCode, body: impl Into<Body>) -> Response {
+    (
+        status,
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            ),
+            (CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (PRAGMA, HeaderValue::from_static("no-cache")),
+        ],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// The JSON body Procore answers for a grant.
+fn grant_body(grant: &TokenGrant) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "access_token": grant.access_token,
+        "token_type": "bearer",
+        "expires_in": grant.expires_in,
+        "created_at": grant.created_at,
+    });
+    if let (Some(refresh_token), Some(object)) = (&grant.refresh_token, body.as_object_mut()) {
+        object.insert("refresh_token".to_owned(), refresh_token.clone().into());
+    }
+    body
+}
+
+fn outcome_body(outcome: &Result<TokenGrant, GrantError>) -> (StatusCode, serde_json::Value) {
+    match outcome {
+        Ok(grant) => (StatusCode::OK, grant_body(grant)),
+        Err(error) => (error.status(), error.body()),
+    }
+}
+
+/// `body` with a `"padding"` field that brings it to `bytes` bytes (or more, if it is larger).
+fn padded(mut body: serde_json::Value, bytes: usize) -> String {
+    fn set_padding(body: &mut serde_json::Value, len: usize) {
+        if let Some(object) = body.as_object_mut() {
+            object.insert("padding".to_owned(), "a".repeat(len).into());
+        }
+    }
+    set_padding(&mut body, 0);
+    let len = bytes.saturating_sub(body.to_string().len());
+    set_padding(&mut body, len);
+    body.to_string()
+}
+
+fn server_error(status: StatusCode) -> Response {
+    let body = serde_json::json!({
+        "error": "server_error",
+        "error_description": "The authorization server encountered an unexpected condition.",
+    });
+    token_json(status, body.to_string())
+}
+
+/// `POST /oauth/token`.
+pub(super) async fn token(
+    State(shared): State<Arc<Shared>>,
+    Extension(connection): Extension<ConnectionControl>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let params = Params::from_body(content_type, &body);
+    let now = shared.now();
+
+    // Count, take the fault and apply the grant in one critical section, so concurrent
+    // refreshes with one token cannot both win.
+    let (fault, outcome) = {
+        let mut state = shared.lock();
+        state.stats.token_calls += 1;
+        let grant_type = params
+            .as_ref()
+            .ok()
+            .and_then(|p| p.get("grant_type"))
+            .and_then(GrantType::parse);
+        match grant_type {
+            Some(GrantType::AuthorizationCode) => state.stats.authorization_code_grants += 1,
+            Some(GrantType::RefreshToken) => state.stats.refresh_token_grants += 1,
+            Some(GrantType::ClientCredentials) => state.stats.client_credentials_grants += 1,
+            None => {}
+        }
+        let fault = state.token_faults.pop_front();
+        let outcome = match &fault {
+            Some(fault) if !fault.processes_grant() => None,
+            _ => Some(
+                params
+                    .map_err(GrantError::InvalidRequest)
+                    .and_then(|params| state.grant(&shared.config, &params, now)),
+            ),
+        };
+        if fault.is_some() || !matches!(outcome, Some(Ok(_))) {
+            state.stats.failed_token_calls += 1;
+        }
+        (fault, outcome)
+    };
+
+    let response = match (fault, outcome) {
+        (None, Some(outcome)) => {
+            let (status, body) = outcome_body(&outcome);
+            token_json(status, body.to_string())
+        }
+        (Some(TokenFault::Status(code)), _) => {
+            server_error(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        }
+        (Some(TokenFault::RateLimited { retry_after_secs }), _) => {
+            let body = serde_json::json!({
+                "error": "rate_limited",
+                "error_description": "Too many requests. Retry later.",
+            });
+            let mut response = token_json(StatusCode::TOO_MANY_REQUESTS, body.to_string());
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
+        }
+        (Some(TokenFault::Hang), _) => {
+            // Never answer: at shutdown the connection closes unanswered, like a dead upstream.
+            shared.until_shutdown().await;
+            connection.drop_connection();
+            return std::future::pending().await;
+        }
+        (Some(TokenFault::MalformedJson), Some(outcome)) => {
+            let mut bytes = outcome_body(&outcome).1.to_string().into_bytes();
+            // Cut before the closing brace: never parses.
+            bytes.truncate(bytes.len() / 2);
+            token_json(StatusCode::OK, bytes)
+        }
+        (Some(TokenFault::MissingAccessToken), Some(outcome)) => {
+            let mut body = match &outcome {
+                Ok(grant) => grant_body(grant),
+                Err(_) => serde_json::json!({
+                    "token_type": "bearer",
+                    "expires_in": shared.config.access_token_lifetime_secs,
+                    "created_at": now,
+                }),
+            };
+            if let Some(object) = body.as_object_mut() {
+                object.remove("access_token");
+            }
+            token_json(StatusCode::OK, body.to_string())
+        }
+        (Some(TokenFault::HugeBody { bytes }), Some(outcome)) => {
+            let (status, body) = outcome_body(&outcome);
+            token_json(status, padded(body, bytes))
+        }
+        (Some(TokenFault::InvalidGrant), _) => {
+            let error =
+                GrantError::InvalidGrant("the refresh token or authorization code is invalid");
+            token_json(error.status(), error.body().to_string())
+        }
+        (Some(TokenFault::RotateThenFail), _) => server_error(StatusCode::INTERNAL_SERVER_ERROR),
+        (Some(TokenFault::RotateThenDrop), _) => {
+            connection.drop_connection();
+            // The connection task drops this future with the connection.
+            return std::future::pending().await;
+        }
+        // Unreachable: a grant is processed for every fault that needs its outcome.
+        (_, None) => server_error(StatusCode::INTERNAL_SERVER_ERROR),
+    };
+    shared.delay(Route::Token).await;
+    response
+}
+
+/// `POST /oauth/revoke` (RFC 7009).
+pub(super) async fn revoke(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let response = match revoke_request(&shared, content_type, &body) {
+        Ok(()) => json(StatusCode::OK, serde_json::json!({})),
+        Err(error) => json(error.status(), error.body()),
+    };
+    shared.delay(Route::Revoke).await;
+    response
+}
+
+fn revoke_request(
+    shared: &Shared,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(), GrantError> {
+    let params = Params::from_body(content_type, body).map_err(GrantError::InvalidRequest)?;
+    let client_id = shared.config.authenticate(&params)?;
+    let token = params
+        .get("token")
+        .ok_or_else(|| GrantError::InvalidRequest("the token parameter is missing".to_owned()))?;
+    let mut state = shared.lock();
+    state.revoke(token, client_id);
+    state.stats.revocations += 1;
+    Ok(())
+}
+
+/// `GET /oauth/token/info` (Doorkeeper's introspection).
+pub(super) async fn token_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let now = shared.now();
+    let response = {
+        let mut state = shared.lock();
+        let live = bearer(&headers)
+            .ok_or(TokenRejection::Unknown)
+            .and_then(|token| state.check_access(token, now));
+        match live {
+            Ok(live) => json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "resource_owner_id": live.owner.resource_owner_id(),
+                    "scopes": [],
+                    "expires_in_seconds": live.expires_at - now,
+                    "application": { "uid": live.client_id },
+                    "created_at": live.created_at,
+                }),
+            ),
+            Err(rejection) => {
+                state.stats.unauthorized_served += 1;
+                json(
+                    StatusCode::UNAUTHORIZED,
+                    serde_json::json!({
+                        "error": "invalid_token",
+                        "error_description": rejection.message(),
+                    }),
+                )
+            }
+        }
+    };
+    shared.delay(Route::TokenInfo).await;
+    response
+}

@@ -1,0 +1,601 @@
+//! The emulator's configuration and mutable state, and the OAuth rules applied to them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::sync::watch;
+
+use crate::emulator::{Route, TokenGrant};
+use crate::fault::{ApiFault, TokenFault};
+use crate::params::Params;
+use crate::stats::Stats;
+use crate::token;
+
+/// The out-of-band redirect URI of installed apps: the code is shown, not redirected.
+pub(crate) const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
+/// How long an authorization code can be exchanged (Procore: 10 minutes).
+const CODE_LIFETIME_SECS: i64 = 600;
+
+/// The user behind authorization-code tokens.
+pub(crate) const USER_ID: u64 = 4242;
+pub(crate) const USER_LOGIN: &str = "testkit.user@example.com";
+pub(crate) const USER_NAME: &str = "Testkit User";
+/// The Developer Managed Service Account behind client-credentials tokens.
+pub(crate) const SERVICE_ACCOUNT_ID: u64 = 4343;
+pub(crate) const SERVICE_ACCOUNT_LOGIN: &str = "testkit.service-account@example.com";
+pub(crate) const SERVICE_ACCOUNT_NAME: &str = "Testkit Service Account";
+
+/// The wall clock, as Unix seconds.
+///
+/// The emulator plays Procore's server, whose `created_at` is real Unix time that clients compare
+/// with their own clock, so it must read the real clock (shifted by the configured offset in
+/// [`Config::now`]). This is the only place the crate reads it.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock_unix_secs() -> i64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// What the builder sets; fixed once the server runs.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    /// Every registered client, the default one included: id → secret.
+    pub(crate) clients: HashMap<String, String>,
+    /// Registered redirect URIs, shared by all clients.
+    pub(crate) redirect_uris: HashSet<String>,
+    pub(crate) access_token_lifetime_secs: u64,
+    pub(crate) clock_offset_secs: i64,
+    pub(crate) latency: HashMap<Route, Duration>,
+    pub(crate) forbidden_company: Option<u64>,
+}
+
+impl Config {
+    /// The emulator's own clock: wall time shifted by the configured offset.
+    pub(crate) fn now(&self) -> i64 {
+        wall_clock_unix_secs().saturating_add(self.clock_offset_secs)
+    }
+
+    /// The client authenticated by `client_id` + `client_secret` in the request body.
+    pub(crate) fn authenticate<'p>(&self, params: &'p Params) -> Result<&'p str, GrantError> {
+        let id = params.get("client_id").ok_or(GrantError::InvalidClient)?;
+        let secret = params
+            .get("client_secret")
+            .ok_or(GrantError::InvalidClient)?;
+        match self.clients.get(id) {
+            Some(registered) if registered == secret => Ok(id),
+            _ => Err(GrantError::InvalidClient),
+        }
+    }
+}
+
+/// Who a token acts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// The user who approved an authorization request.
+    User,
+    /// The client itself (client-credentials grant).
+    ServiceAccount,
+}
+
+impl Owner {
+    /// The Doorkeeper `resource_owner_id`: none for client-credentials tokens.
+    pub(crate) fn resource_owner_id(self) -> Option<u64> {
+        match self {
+            Self::User => Some(USER_ID),
+            Self::ServiceAccount => None,
+        }
+    }
+}
+
+/// The RFC 6749 §5.2 error answered by the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum GrantError {
+    InvalidRequest(String),
+    InvalidClient,
+    InvalidGrant(&'static str),
+    UnsupportedGrantType,
+}
+
+impl GrantError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            Self::InvalidClient => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    pub(crate) fn body(&self) -> serde_json::Value {
+        let (error, description) = match self {
+            Self::InvalidRequest(why) => ("invalid_request", why.as_str()),
+            Self::InvalidClient => (
+                "invalid_client",
+                "Client authentication failed due to unknown client, no client authentication \
+                 included, or unsupported authentication method.",
+            ),
+            Self::InvalidGrant(why) => ("invalid_grant", *why),
+            Self::UnsupportedGrantType => (
+                "unsupported_grant_type",
+                "The authorization grant type is not supported by the authorization server.",
+            ),
+        };
+        serde_json::json!({ "error": error, "error_description": description })
+    }
+}
+
+/// The grant types the token endpoint knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+impl GrantType {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "authorization_code" => Some(Self::AuthorizationCode),
+            "refresh_token" => Some(Self::RefreshToken),
+            "client_credentials" => Some(Self::ClientCredentials),
+            _ => None,
+        }
+    }
+}
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenRejection {
+    Unknown,
+    Expired,
+    Revoked,
+}
+
+impl TokenRejection {
+    /// Doorkeeper's wording.
+    pub(crate) fn message(self) -> &'static str {
+        match self {
+            Self::Unknown => "The access token is invalid",
+            Self::Expired => "The access token expired",
+            Self::Revoked => "The access token was revoked",
+        }
+    }
+}
+
+/// A live access token, as seen by a protected route.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveToken {
+    pub(crate) client_id: String,
+    pub(crate) owner: Owner,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: i64,
+}
+
+#[derive(Debug)]
+struct CodeRecord {
+    client_id: String,
+    redirect_uri: String,
+    expires_at: i64,
+    used: bool,
+}
+
+#[derive(Debug)]
+struct AccessRecord {
+    client_id: String,
+    owner: Owner,
+    created_at: i64,
+    expires_at: i64,
+    refresh_token: Option<String>,
+    revoked: bool,
+    /// Set by [`State::expire_all`].
+    expired: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshStatus {
+    Live,
+    Consumed,
+    Revoked,
+}
+
+#[derive(Debug)]
+struct RefreshRecord {
+    client_id: String,
+    owner: Owner,
+    access_token: String,
+    status: RefreshStatus,
+}
+
+/// Everything that changes while the server runs, behind one mutex.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    codes: HashMap<String, CodeRecord>,
+    access: HashMap<String, AccessRecord>,
+    refresh: HashMap<String, RefreshRecord>,
+    pub(crate) token_faults: VecDeque<TokenFault>,
+    pub(crate) api_faults: VecDeque<ApiFault>,
+    pub(crate) stats: Stats,
+}
+
+impl State {
+    /// Issues an authorization code, as if the user approved the request.
+    pub(crate) fn issue_code(&mut self, client_id: &str, redirect_uri: &str, now: i64) -> String {
+        let code = token::opaque_secret();
+        self.codes.insert(
+            code.clone(),
+            CodeRecord {
+                client_id: client_id.to_owned(),
+                redirect_uri: redirect_uri.to_owned(),
+                expires_at: now.saturating_add(CODE_LIFETIME_SECS),
+                used: false,
+            },
+        );
+        code
+    }
+
+    /// Mints and stores a new access token, with a refresh token unless it is for the client
+    /// itself.
+    pub(crate) fn mint(
+        &mut self,
+        config: &Config,
+        client_id: &str,
+        owner: Owner,
+        now: i64,
+    ) -> TokenGrant {
+        let expires_in = config.access_token_lifetime_secs;
+        let expires_at = now.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
+        let access_token =
+            token::access_token(owner.resource_owner_id(), client_id, now, expires_at);
+        let refresh_token = (owner == Owner::User).then(token::opaque_secret);
+        if let Some(refresh) = &refresh_token {
+            self.refresh.insert(
+                refresh.clone(),
+                RefreshRecord {
+                    client_id: client_id.to_owned(),
+                    owner,
+                    access_token: access_token.clone(),
+                    status: RefreshStatus::Live,
+                },
+            );
+        }
+        self.access.insert(
+            access_token.clone(),
+            AccessRecord {
+                client_id: client_id.to_owned(),
+                owner,
+                created_at: now,
+                expires_at,
+                refresh_token: refresh_token.clone(),
+                revoked: false,
+                expired: false,
+            },
+        );
+        TokenGrant {
+            access_token,
+            refresh_token,
+            expires_in,
+            created_at: now,
+        }
+    }
+
+    /// Applies a token-endpoint request.
+    pub(crate) fn grant(
+        &mut self,
+        config: &Config,
+        params: &Params,
+        now: i64,
+    ) -> Result<TokenGrant, GrantError> {
+        let grant_type = params.get("grant_type").ok_or_else(|| {
+            GrantError::InvalidRequest("the grant_type parameter is missing".to_owned())
+        })?;
+        let grant_type = GrantType::parse(grant_type).ok_or(GrantError::UnsupportedGrantType)?;
+        let client_id = config.authenticate(params)?;
+        let owner = match grant_type {
+            GrantType::AuthorizationCode => self.redeem_code(params, client_id, now)?,
+            GrantType::RefreshToken => self.consume_refresh_token(params, client_id)?,
+            GrantType::ClientCredentials => Owner::ServiceAccount,
+        };
+        Ok(self.mint(config, client_id, owner, now))
+    }
+
+    fn redeem_code(
+        &mut self,
+        params: &Params,
+        client_id: &str,
+        now: i64,
+    ) -> Result<Owner, GrantError> {
+        let code = params.get("code").ok_or_else(|| {
+            GrantError::InvalidRequest("the code parameter is missing".to_owned())
+        })?;
+        let redirect_uri = params.get("redirect_uri").ok_or_else(|| {
+            GrantError::InvalidRequest("the redirect_uri parameter is missing".to_owned())
+        })?;
+        let record = self.codes.get_mut(code).ok_or(GrantError::InvalidGrant(
+            "the authorization code is unknown",
+        ))?;
+        if record.used {
+            return Err(GrantError::InvalidGrant(
+                "the authorization code was already used",
+            ));
+        }
+        if record.client_id != client_id {
+            return Err(GrantError::InvalidGrant(
+                "the authorization code was issued to another client",
+            ));
+        }
+        if record.redirect_uri != redirect_uri {
+            return Err(GrantError::InvalidGrant(
+                "the redirect_uri does not match the one of the authorization request",
+            ));
+        }
+        if now >= record.expires_at {
+            return Err(GrantError::InvalidGrant("the authorization code expired"));
+        }
+        record.used = true;
+        Ok(Owner::User)
+    }
+
+    fn consume_refresh_token(
+        &mut self,
+        params: &Params,
+        client_id: &str,
+    ) -> Result<Owner, GrantError> {
+        let presented = params.get("refresh_token").ok_or_else(|| {
+            GrantError::InvalidRequest("the refresh_token parameter is missing".to_owned())
+        })?;
+        let record = self
+            .refresh
+            .get_mut(presented)
+            .ok_or(GrantError::InvalidGrant("the refresh token is unknown"))?;
+        match record.status {
+            RefreshStatus::Live => {}
+            RefreshStatus::Consumed => {
+                return Err(GrantError::InvalidGrant(
+                    "the refresh token was already used",
+                ))
+            }
+            RefreshStatus::Revoked => {
+                return Err(GrantError::InvalidGrant("the refresh token was revoked"))
+            }
+        }
+        if record.client_id != client_id {
+            return Err(GrantError::InvalidGrant(
+                "the refresh token was issued to another client",
+            ));
+        }
+        record.status = RefreshStatus::Consumed;
+        let owner = record.owner;
+        self.stats
+            .consumed_refresh_tokens
+            .push(presented.to_owned());
+        Ok(owner)
+    }
+
+    /// Looks up a bearer token on the emulator's clock.
+    pub(crate) fn check_access(
+        &self,
+        access_token: &str,
+        now: i64,
+    ) -> Result<LiveToken, TokenRejection> {
+        let record = self
+            .access
+            .get(access_token)
+            .ok_or(TokenRejection::Unknown)?;
+        if record.revoked {
+            return Err(TokenRejection::Revoked);
+        }
+        if record.expired || now >= record.expires_at {
+            return Err(TokenRejection::Expired);
+        }
+        Ok(LiveToken {
+            client_id: record.client_id.clone(),
+            owner: record.owner,
+            created_at: record.created_at,
+            expires_at: record.expires_at,
+        })
+    }
+
+    /// RFC 7009 revocation of an access or refresh token issued to `client_id`: revokes the
+    /// access token and its refresh token. Unknown tokens and other clients' tokens are ignored.
+    pub(crate) fn revoke(&mut self, token: &str, client_id: &str) {
+        let access_token = match (self.access.get(token), self.refresh.get(token)) {
+            (Some(access), _) if access.client_id == client_id => token.to_owned(),
+            (_, Some(refresh)) if refresh.client_id == client_id => refresh.access_token.clone(),
+            _ => return,
+        };
+        let Some(access) = self.access.get_mut(&access_token) else {
+            return;
+        };
+        access.revoked = true;
+        let refresh_token = access.refresh_token.clone();
+        if let Some(refresh) = refresh_token.and_then(|t| self.refresh.get_mut(&t)) {
+            if refresh.status == RefreshStatus::Live {
+                refresh.status = RefreshStatus::Revoked;
+            }
+        }
+    }
+
+    /// Every access token issued so far is expired from now on.
+    pub(crate) fn expire_all(&mut self) {
+        for access in self.access.values_mut() {
+            access.expired = true;
+        }
+    }
+
+    /// Every access and refresh token issued so far is revoked.
+    pub(crate) fn revoke_all(&mut self) {
+        for access in self.access.values_mut() {
+            access.revoked = true;
+        }
+        for refresh in self.refresh.values_mut() {
+            if refresh.status == RefreshStatus::Live {
+                refresh.status = RefreshStatus::Revoked;
+            }
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    state: Mutex<State>,
+    shutdown: watch::Receiver<bool>,
+    /// `http://localhost:PORT`, where file downloads are redirected.
+    pub(crate) alternate_host_url: String,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        config: Config,
+        shutdown: watch::Receiver<bool>,
+        alternate_host_url: String,
+    ) -> Self {
+        Self {
+            config,
+            state: Mutex::new(State::default()),
+            shutdown,
+            alternate_host_url,
+        }
+    }
+
+    /// Locks the state. Never held across an `.await`; a panic while holding it leaves the
+    /// counters usable, so poisoning is ignored.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The emulator's clock, in Unix seconds.
+    pub(crate) fn now(&self) -> i64 {
+        self.config.now()
+    }
+
+    /// Waits for the latency configured for `route`, if any.
+    pub(crate) async fn delay(&self, route: Route) {
+        if let Some(latency) = self.config.latency.get(&route) {
+            tokio::time::sleep(*latency).await;
+        }
+    }
+
+    /// Resolves when the emulator shuts down.
+    pub(crate) async fn until_shutdown(&self) {
+        let mut shutdown = self.shutdown.clone();
+        // An error means the sender is gone: shut down as well.
+        let _ = shutdown.wait_for(|down| *down).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            client_id: "id".to_owned(),
+            client_secret: "secret".to_owned(),
+            clients: HashMap::from([
+                ("id".to_owned(), "secret".to_owned()),
+                ("other".to_owned(), "s2".to_owned()),
+            ]),
+            redirect_uris: HashSet::from(["http://localhost".to_owned()]),
+            access_token_lifetime_secs: 5400,
+            clock_offset_secs: 0,
+            latency: HashMap::new(),
+            forbidden_company: None,
+        }
+    }
+
+    fn params(text: &str) -> Params {
+        Params::from_urlencoded(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_and_die_after_one_use() {
+        let config = config();
+        let mut state = State::default();
+        let first = state.mint(&config, "id", Owner::User, 1000);
+        let old = first.refresh_token.clone().unwrap();
+        let refresh = format!(
+            "grant_type=refresh_token&client_id=id&client_secret=secret&refresh_token={old}"
+        );
+        let second = state.grant(&config, &params(&refresh), 1001).unwrap();
+        assert_ne!(second.refresh_token.as_deref(), Some(old.as_str()));
+        assert_eq!(
+            state.grant(&config, &params(&refresh), 1002),
+            Err(GrantError::InvalidGrant(
+                "the refresh token was already used"
+            ))
+        );
+        assert_eq!(state.stats.consumed_refresh_tokens, vec![old]);
+    }
+
+    #[test]
+    fn another_clients_refresh_token_is_invalid_grant_and_stays_live() {
+        let config = config();
+        let mut state = State::default();
+        let grant = state.mint(&config, "id", Owner::User, 1000);
+        let token = grant.refresh_token.unwrap();
+        let as_other = format!(
+            "grant_type=refresh_token&client_id=other&client_secret=s2&refresh_token={token}"
+        );
+        assert!(matches!(
+            state.grant(&config, &params(&as_other), 1001),
+            Err(GrantError::InvalidGrant(_))
+        ));
+        let as_owner = format!(
+            "grant_type=refresh_token&client_id=id&client_secret=secret&refresh_token={token}"
+        );
+        assert!(state.grant(&config, &params(&as_owner), 1001).is_ok());
+    }
+
+    #[test]
+    fn expiry_is_judged_on_the_given_clock() {
+        let config = config();
+        let mut state = State::default();
+        let grant = state.mint(&config, "id", Owner::User, 1000);
+        assert!(state.check_access(&grant.access_token, 6399).is_ok());
+        assert_eq!(
+            state.check_access(&grant.access_token, 6400).unwrap_err(),
+            TokenRejection::Expired
+        );
+        assert_eq!(
+            state.check_access("nope", 1000).unwrap_err(),
+            TokenRejection::Unknown
+        );
+    }
+
+    #[test]
+    fn codes_expire_after_ten_minutes() {
+        let config = config();
+        let mut state = State::default();
+        let code = state.issue_code("id", "http://localhost", 1000);
+        let exchange = format!(
+            "grant_type=authorization_code&client_id=id&client_secret=secret&code={code}&redirect_uri=http%3A%2F%2Flocalhost"
+        );
+        assert_eq!(
+            state.grant(&config, &params(&exchange), 1600),
+            Err(GrantError::InvalidGrant("the authorization code expired"))
+        );
+    }
+
+    #[test]
+    fn revoking_a_refresh_token_revokes_its_access_token() {
+        let config = config();
+        let mut state = State::default();
+        let grant = state.mint(&config, "id", Owner::User, 1000);
+        state.revoke(grant.refresh_token.as_deref().unwrap(), "other");
+        assert!(
+            state.check_access(&grant.access_token, 1001).is_ok(),
+            "another client cannot revoke"
+        );
+        state.revoke(grant.refresh_token.as_deref().unwrap(), "id");
+        assert_eq!(
+            state.check_access(&grant.access_token, 1001).unwrap_err(),
+            TokenRejection::Revoked
+        );
+    }
+}

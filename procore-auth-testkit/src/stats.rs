@@ -1,0 +1,39 @@
+//! What the emulator has seen.
+
+/// A consistent snapshot of the emulator's counters, taken by
+/// [`Emulator::stats`](crate::Emulator::stats).
+///
+/// All counters start at zero and only grow. Tokens minted with
+/// [`Emulator::issue_token`](crate::Emulator::issue_token) or codes made with
+/// [`Emulator::authorize_code`](crate::Emulator::authorize_code) count nowhere.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Every request received by `POST /oauth/token`, whatever its outcome.
+    pub token_calls: u64,
+    /// Token calls with `grant_type=authorization_code`, failed ones included.
+    pub authorization_code_grants: u64,
+    /// Token calls with `grant_type=refresh_token`, failed ones included.
+    pub refresh_token_grants: u64,
+    /// Token calls with `grant_type=client_credentials`, failed ones included.
+    pub client_credentials_grants: u64,
+    /// Token calls that did not answer a well-formed token: every error status and every
+    /// scripted [`TokenFault`](crate::TokenFault).
+    pub failed_token_calls: u64,
+    /// Every request received by a `/rest/` route, whatever its outcome.
+    pub api_calls: u64,
+    /// 401 responses served by the `/rest/` routes and `/oauth/token/info` (scripted
+    /// [`ApiFault::Unauthorized`](crate::ApiFault::Unauthorized) included).
+    pub unauthorized_served: u64,
+    /// 403 responses served because of the forbidden `Procore-Company-Id`.
+    pub forbidden_served: u64,
+    /// Calls to `POST /oauth/revoke` that were answered 200 (known token or not).
+    pub revocations: u64,
+    /// Refresh tokens consumed by a `refresh_token` grant, in the order they were consumed. A
+    /// token appears here when the server burned it, even if the call then failed.
+    pub consumed_refresh_tokens: Vec<String>,
+    /// Requests to `/storage/{id}` that carried an `Authorization` header.
+    pub storage_requests_with_authorization: u64,
+    /// Every request to `/storage/{id}`.
+    pub storage_requests: u64,
+}
