@@ -34,6 +34,9 @@ pub const PROCORE_COMPANY_ID: HeaderName = HeaderName::from_static("procore-comp
 #[derive(Clone, Debug)]
 pub struct RequestPolicy {
     api_scheme: String,
+    /// The API base's authority as written (`host` or `host:port`): most requests
+    /// match it exactly, which is much cheaper to check than parsing their host.
+    api_authority: String,
     api_host: String,
     api_port: u16,
     trusted_domain: Option<&'static str>,
@@ -49,6 +52,10 @@ impl RequestPolicy {
         let api_scheme = api.scheme_str().unwrap_or("https").to_ascii_lowercase();
         let api_port = api.port_u16().unwrap_or(default_port(&api_scheme));
         Self {
+            api_authority: api
+                .authority()
+                .map(|authority| authority.as_str().to_ascii_lowercase())
+                .unwrap_or_default(),
             api_host: api.host().unwrap_or_default().to_ascii_lowercase(),
             api_scheme,
             api_port,
@@ -76,13 +83,19 @@ impl RequestPolicy {
     }
 
     /// Whether a request to `uri` with `headers` gets our token. Relative URIs never do.
+    #[inline]
     pub fn should_attach(&self, uri: &Uri, headers: &HeaderMap) -> bool {
-        match (uri.scheme_str(), uri.host()) {
-            (Some(scheme), Some(host)) => {
-                self.should_attach_to(scheme, host, uri.port_u16(), headers)
-            }
-            _ => false,
+        if !self.overwrite_authorization && headers.contains_key(AUTHORIZATION) {
+            return false;
         }
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return false;
+        };
+        let scheme = scheme.as_str();
+        // Fast path: exactly the API base's authority. `Uri::host` re-parses.
+        (scheme.eq_ignore_ascii_case(&self.api_scheme)
+            && authority.as_str().eq_ignore_ascii_case(&self.api_authority))
+            || self.is_trusted_origin(scheme, authority.host(), authority.port_u16())
     }
 
     /// [`should_attach`](Self::should_attach) for clients whose URLs are not
