@@ -1,2 +1,59 @@
-//! Placeholder until its issue lands.
+//! A [Tower] layer that puts a valid Procore bearer token on every request.
+//!
+//! Wrap any `Service<http::Request<B>>` (a `hyper_util` client, a tonic or axum-style
+//! stack) with [`ProcoreAuthLayer`] and stop handling Procore tokens: each request to
+//! Procore gets `Authorization: Bearer …` (marked sensitive), tokens are refreshed
+//! ahead of expiry, and after a 401 the token is refreshed and the request replayed
+//! once. All token decisions come from [`procore_auth_core::TokenManager`]; which
+//! requests get the token is its [`RequestPolicy`](procore_auth_core::RequestPolicy).
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use procore_auth_core::{ClientSecret, Environment, OAuthClient, RefreshTokenGrant, TokenManager};
+//! use procore_auth_tower::{ProcoreAuthLayer, TowerTransport};
+//! use tower::{Layer, ServiceExt};
+//!
+//! # async fn run(token: procore_auth_core::Token) -> Result<(), Box<dyn std::error::Error>> {
+//! let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let oauth = OAuthClient::new(Environment::production(), "client-id", ClientSecret::new("secret"));
+//! // Token calls go through the same client, *without* the layer.
+//! let grant = RefreshTokenGrant::new(oauth, TowerTransport::new(http.clone()));
+//! let manager = TokenManager::builder(grant).token(token).build();
+//!
+//! let procore = ProcoreAuthLayer::new(manager).layer(http);
+//! let request = http::Request::get("https://api.procore.com/rest/v1.0/me")
+//!     .body(Full::new(Bytes::new()))?;
+//! let response = procore.oneshot(request).await?;
+//! println!("{}", response.status());
+//! # Ok(()) }
+//! ```
+//!
+//! # Replaying after a 401
+//!
+//! A request can only be replayed if it was copied before it was sent. The default
+//! [`CloneRequest`] policy copies requests whose body type is `Clone` (such as
+//! `Full<Bytes>` or `String`). For other bodies (streams), use
+//! [`ProcoreAuthLayer::without_replay`] or a [`ReplayPolicy`] of your own: when a
+//! request cannot be replayed, its 401 is returned unchanged, and the token is still
+//! refreshed for the requests that follow.
+//!
+//! [Tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod future;
+mod layer;
+mod replay;
+mod service;
+mod transport;
+
+pub use error::Error;
+pub use future::ResponseFuture;
+pub use layer::ProcoreAuthLayer;
+pub use replay::{CloneRequest, NoReplay, ReplayPolicy};
+pub use service::ProcoreAuth;
+pub use transport::TowerTransport;

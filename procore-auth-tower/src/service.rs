@@ -1,0 +1,108 @@
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use procore_auth_core::TokenManager;
+use tower_service::Service;
+
+use crate::future::{Replay, ResponseFuture};
+use crate::replay::{CloneRequest, ReplayPolicy};
+use crate::{Error, ProcoreAuthLayer};
+
+/// Puts the Procore bearer token on requests to Procore and replays once after a 401.
+///
+/// See the [crate documentation](crate) for an example.
+#[derive(Clone, Debug)]
+pub struct ProcoreAuth<S, P = CloneRequest> {
+    inner: S,
+    manager: TokenManager,
+    replay: P,
+}
+
+impl<S> ProcoreAuth<S> {
+    /// Wraps `inner`, with tokens from `manager`.
+    pub fn new(inner: S, manager: TokenManager) -> Self {
+        Self {
+            inner,
+            manager,
+            replay: CloneRequest,
+        }
+    }
+
+    /// A [`ProcoreAuthLayer`] with tokens from `manager`.
+    pub fn layer(manager: TokenManager) -> ProcoreAuthLayer {
+        ProcoreAuthLayer::new(manager)
+    }
+}
+
+impl<S, P> ProcoreAuth<S, P> {
+    /// Decides what can be replayed with `policy`.
+    pub fn replay_with<Q>(self, policy: Q) -> ProcoreAuth<S, Q> {
+        ProcoreAuth {
+            inner: self.inner,
+            manager: self.manager,
+            replay: policy,
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The token manager.
+    pub fn manager(&self) -> &TokenManager {
+        &self.manager
+    }
+}
+
+impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for ProcoreAuth<S, P>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    P: ReplayPolicy<ReqBody>,
+{
+    type Response = Response<ResBody>;
+    type Error = Error<S::Error>;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Error::Service)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let policy = self.manager.policy();
+        if !policy.should_attach(request.uri(), request.headers()) {
+            return ResponseFuture::unauthorized(self.inner.call(request));
+        }
+        // Copy before the header goes on: a replay gets the new token anyway.
+        let copy = self.replay.clone_request(&request);
+        match self.manager.fresh_bearer() {
+            Some(bearer) => {
+                // The clone is only needed to replay; it is made ready when used.
+                let replay = copy.map(|request| Replay {
+                    request,
+                    service: self.inner.clone(),
+                });
+                policy.attach(request.headers_mut(), &bearer);
+                let call = self.inner.call(request);
+                ResponseFuture::calling(call, &self.manager, &bearer, replay)
+            }
+            None => {
+                // This instance was made ready by the caller; keep the ready one for
+                // the call after the token arrives (tower's clone-and-swap idiom).
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::authorizing(request, copy, &self.manager, ready)
+            }
+        }
+    }
+}
