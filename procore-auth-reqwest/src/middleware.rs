@@ -1,0 +1,107 @@
+use http::Extensions;
+use procore_auth_core::{
+    ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, Token, TokenManager, TokenStore,
+};
+use reqwest::{Request, Response};
+use reqwest_middleware::{Middleware, Next, Result};
+
+use crate::{Error, ReqwestTransport};
+
+/// Attaches the Procore token to requests to Procore and replays once after a 401.
+///
+/// See the [crate documentation](crate).
+#[derive(Clone, Debug)]
+pub struct ProcoreAuthMiddleware {
+    manager: TokenManager,
+}
+
+impl ProcoreAuthMiddleware {
+    /// Uses tokens from `manager` (configure skew, store, policy and so on there).
+    pub fn new(manager: TokenManager) -> Self {
+        Self { manager }
+    }
+
+    /// For a user who authorized the app: starts from `token` (from the code
+    /// exchange) and refreshes with its rotating refresh token.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HttpClient`] if the token endpoint's client cannot be built.
+    pub fn from_token(oauth: OAuthClient, token: Token) -> std::result::Result<Self, Error> {
+        let grant = RefreshTokenGrant::new(oauth, ReqwestTransport::new()?);
+        Ok(Self::new(TokenManager::builder(grant).token(token).build()))
+    }
+
+    /// For a service account: gets tokens with the client-credentials grant.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HttpClient`] if the token endpoint's client cannot be built.
+    pub fn from_client_credentials(oauth: OAuthClient) -> std::result::Result<Self, Error> {
+        let grant = ClientCredentialsGrant::new(oauth, ReqwestTransport::new()?);
+        Ok(Self::new(TokenManager::builder(grant).build()))
+    }
+
+    /// For a user whose token is kept in `store` (loaded on first use, saved on every
+    /// refresh before it is used).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::HttpClient`] if the token endpoint's client cannot be built.
+    pub fn from_store(
+        oauth: OAuthClient,
+        store: impl TokenStore + 'static,
+    ) -> std::result::Result<Self, Error> {
+        let grant = RefreshTokenGrant::new(oauth, ReqwestTransport::new()?);
+        Ok(Self::new(TokenManager::builder(grant).store(store).build()))
+    }
+
+    /// The token manager.
+    pub fn manager(&self) -> &TokenManager {
+        &self.manager
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for ProcoreAuthMiddleware {
+    async fn handle(
+        &self,
+        mut request: Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<Response> {
+        let policy = self.manager.policy();
+        let url = request.url();
+        let host = url.host_str().unwrap_or_default();
+        if !policy.should_attach_to(url.scheme(), host, url.port(), request.headers()) {
+            return next.run(request, extensions).await;
+        }
+        let bearer = match self.manager.fresh_bearer() {
+            Some(bearer) => bearer,
+            None => self
+                .manager
+                .bearer()
+                .await
+                .map_err(reqwest_middleware::Error::middleware)?,
+        };
+        policy.attach(request.headers_mut(), &bearer);
+        // `None` for streaming bodies: such a request is not replayed.
+        let replay = request.try_clone();
+        let response = next.clone().run(request, extensions).await?;
+        if !policy.should_replay(response.status(), 0) {
+            return Ok(response);
+        }
+        let replacement = self
+            .manager
+            .rejected(bearer.generation())
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        match (replacement, replay) {
+            (Some(bearer), Some(mut replay)) => {
+                policy.attach(replay.headers_mut(), &bearer);
+                next.run(replay, extensions).await
+            }
+            _ => Ok(response),
+        }
+    }
+}
