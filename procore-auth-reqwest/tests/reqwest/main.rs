@@ -239,3 +239,43 @@ async fn default_company_id_and_sensitive_header() {
     assert_eq!(response.headers()[PROCORE_COMPANY_ID], "4294967297");
     assert!(seen.lock().unwrap().as_ref().unwrap().is_sensitive());
 }
+
+#[tokio::test]
+async fn composes_with_reqwest_retry_placed_outside() {
+    use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
+    let emulator = Emulator::start().await;
+    let policy = ExponentialBackoff::builder()
+        .retry_bounds(
+            std::time::Duration::from_millis(1),
+            std::time::Duration::from_millis(10),
+        )
+        .build_with_max_retries(2);
+    // The recommended order: retries outside, authorization inside.
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(RetryTransientMiddleware::new_with_policy(policy))
+        .with(authorized(&emulator).await)
+        .build();
+    let me = format!("{}/rest/v1.0/me", emulator.base_url());
+
+    // A 503 is retried by reqwest-retry, and the retry carries the token.
+    emulator.push_api_fault(ApiFault::Unavailable {
+        retry_after_secs: 0,
+    });
+    assert_eq!(
+        client.get(&me).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let stats = emulator.stats();
+    assert_eq!(stats.api_calls, 2, "{stats:?}");
+    assert_eq!(stats.unauthorized_served, 0, "{stats:?}");
+
+    // A 401 is ours to handle (once), not a transient failure to retry.
+    emulator.expire_all_tokens();
+    assert_eq!(
+        client.get(&me).send().await.unwrap().status(),
+        StatusCode::OK
+    );
+    let stats = emulator.stats();
+    assert_eq!(stats.refresh_token_grants, 1, "{stats:?}");
+    assert_eq!(stats.api_calls, 4, "{stats:?}");
+}
