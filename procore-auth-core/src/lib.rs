@@ -87,8 +87,3 @@ pub use source::{ClientCredentialsGrant, RefreshTokenGrant, TokenSource};
 pub use store::{FileStore, MemoryStore, StoreError, TokenStore};
 pub use token::{Token, DEFAULT_REFRESH_SKEW, MAX_CLOCK_DISAGREEMENT};
 pub use transport::{BoxFuture, Transport, TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};
-
-// Compile the README's examples as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-struct ReadmeDoctests;

@@ -16,9 +16,9 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 /// Sends token-endpoint requests through any Tower HTTP client, such as
 /// `hyper_util::client::legacy::Client`.
 ///
-/// Give it the plain client, never one wrapped in [`ProcoreAuthLayer`]
-/// (crate::ProcoreAuthLayer). It does not follow redirects; apply a timeout to the
-/// client (for example with `tower::timeout`), since a refresh that hangs holds every
+/// Give it the plain client, never one wrapped in
+/// [`ProcoreAuthLayer`](crate::ProcoreAuthLayer). It does not follow redirects; apply
+/// a timeout to the client (for example with `tower::timeout`), since a refresh that hangs holds every
 /// request waiting for a token.
 ///
 /// Failures are classified by the `io::Error`s in their source chain: a refused or

@@ -22,7 +22,11 @@ impl Transport for TestTransport {
     ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
         Box::pin(async move {
             let request = reqwest::Request::try_from(request).map_err(TransportError::connect)?;
-            let response = self.0.execute(request).await.map_err(TransportError::other)?;
+            let response = self
+                .0
+                .execute(request)
+                .await
+                .map_err(TransportError::other)?;
             let mut converted = http::Response::builder().status(response.status());
             for (name, value) in response.headers() {
                 converted = converted.header(name, value);
@@ -55,7 +59,10 @@ async fn code_exchange_then_refresh_then_revoke() {
         .unwrap();
     let first_refresh_token = token.refresh_token().unwrap().secret().to_owned();
     let info = oauth.token_info(&transport, &token).await.unwrap();
-    assert_eq!(info.application.unwrap().uid.as_deref(), Some(emulator.client_id()));
+    assert_eq!(
+        info.application.unwrap().uid.as_deref(),
+        Some(emulator.client_id())
+    );
     assert!(info.resource_owner_id.is_some());
 
     // Refresh through the manager (as after a 401): the refresh token rotates.
@@ -66,8 +73,14 @@ async fn code_exchange_then_refresh_then_revoke() {
     let first = manager.bearer().await.unwrap();
     let refreshed_bearer = manager.rejected(first.generation()).await.unwrap().unwrap();
     let refreshed = manager.token().unwrap();
-    assert_ne!(refreshed.refresh_token().unwrap().secret(), first_refresh_token);
-    assert_eq!(emulator.stats().consumed_refresh_tokens, [first_refresh_token]);
+    assert_ne!(
+        refreshed.refresh_token().unwrap().secret(),
+        first_refresh_token
+    );
+    assert_eq!(
+        emulator.stats().consumed_refresh_tokens,
+        [first_refresh_token]
+    );
     oauth.token_info(&transport, &refreshed).await.unwrap();
 
     // Revoke: the access token and its refresh token both die.
@@ -83,7 +96,10 @@ async fn code_exchange_then_refresh_then_revoke() {
         .rejected(refreshed_bearer.generation())
         .await
         .unwrap_err();
-    assert!(matches!(error, Error::ReauthorizationRequired { .. }), "{error:?}");
+    assert!(
+        matches!(error, Error::ReauthorizationRequired { .. }),
+        "{error:?}"
+    );
     let stats = emulator.stats();
     assert_eq!(stats.revocations, 1);
     assert_eq!(stats.authorization_code_grants, 1);

@@ -1,0 +1,164 @@
+//! Interleaved ratio runner: every variant once per round, in an order rotated each
+//! round, median per variant over all rounds. Run-to-run drift on a small machine
+//! (10–25 % between criterion groups run one after another) cancels out of ratios
+//! taken this way.
+//!
+//! `cargo run --release -p procore-auth-benches --bin ratios -- [--rounds N]`
+//! (default 30 rounds). Prints a Markdown table.
+#![allow(clippy::disallowed_methods)] // a benchmark measures wall time
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use procore_auth_benches::refresh_contention::{self, Design};
+use procore_auth_benches::reqwest_overhead::{self, Chain};
+use procore_auth_benches::token_read::{self, Reader};
+use procore_auth_benches::tower_overhead::{self, Shape, Stack};
+
+/// One measured variant: its table group, its name, and a run returning ns per unit.
+struct Variant {
+    group: String,
+    name: &'static str,
+    /// The variant of the same group that ratios are taken against.
+    baseline: &'static str,
+    run: Box<dyn Fn() -> f64>,
+}
+
+fn per_unit(elapsed: Duration, units: u64) -> f64 {
+    elapsed.as_nanos() as f64 / units as f64
+}
+
+fn variants() -> Vec<Variant> {
+    let mut variants = Vec::new();
+    let fixture = token_read::Fixture::new();
+    for threads in [1, 2, 8] {
+        for reader in Reader::ALL {
+            let fixture = fixture.clone();
+            const READS: u64 = 200_000;
+            variants.push(Variant {
+                group: format!("token read, {threads} thread(s), ns per read"),
+                name: reader.name(),
+                baseline: Reader::ArcSwapLoad.name(),
+                run: Box::new(move || {
+                    per_unit(token_read::run(&fixture, reader, threads, READS), READS)
+                }),
+            });
+        }
+    }
+    for shape in Shape::ALL {
+        for stack in Stack::ALL {
+            const REQUESTS: u64 = 100_000;
+            variants.push(Variant {
+                group: format!("tower, {}, ns per request", shape.name()),
+                name: stack.name(),
+                baseline: Stack::StaticBearer.name(),
+                run: Box::new(move || {
+                    per_unit(tower_overhead::run(stack, shape, REQUESTS), REQUESTS)
+                }),
+            });
+        }
+    }
+    for chain in Chain::ALL {
+        const REQUESTS: u64 = 50_000;
+        variants.push(Variant {
+            group: "reqwest-middleware, ns per request".to_owned(),
+            name: chain.name(),
+            baseline: Chain::StaticHeader.name(),
+            run: Box::new(move || per_unit(reqwest_overhead::run(chain, REQUESTS), REQUESTS)),
+        });
+    }
+    let runtime = std::rc::Rc::new(refresh_contention::runtime());
+    for tasks in [1_000, 10_000] {
+        for design in Design::ALL {
+            let runtime = std::rc::Rc::clone(&runtime);
+            variants.push(Variant {
+                group: format!("refresh herd of {tasks}, release ns per waiting task"),
+                name: design.name(),
+                baseline: Design::SharedPerGeneration.name(),
+                run: Box::new(move || {
+                    let outcome = refresh_contention::run(&runtime, design, tasks);
+                    if matches!(design, Design::Manager | Design::SharedPerGeneration) {
+                        assert_eq!(outcome.token_calls, 1, "{}", design.name());
+                    }
+                    TOKEN_CALLS.with(|calls| {
+                        let mut calls = calls.borrow_mut();
+                        let most = calls.entry((tasks, design.name())).or_insert(0);
+                        *most = (*most).max(outcome.token_calls);
+                    });
+                    per_unit(outcome.release, tasks as u64)
+                }),
+            });
+        }
+    }
+    variants
+}
+
+thread_local! {
+    static TOKEN_CALLS: std::cell::RefCell<BTreeMap<(usize, &'static str), u64>> =
+        std::cell::RefCell::default();
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    let middle = samples.len() / 2;
+    if samples.len() % 2 == 0 {
+        (samples[middle - 1] + samples[middle]) / 2.0
+    } else {
+        samples[middle]
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut rounds = 30;
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--rounds", Some(n)) => rounds = n.parse().expect("--rounds takes a number"),
+            _ => panic!("usage: ratios [--rounds N]"),
+        }
+    }
+    let variants = variants();
+    let mut samples = vec![Vec::with_capacity(rounds); variants.len()];
+    // Warm up once, untimed.
+    for variant in &variants {
+        (variant.run)();
+    }
+    for round in 0..rounds {
+        for offset in 0..variants.len() {
+            let index = (offset + round) % variants.len();
+            samples[index].push((variants[index].run)());
+        }
+        eprint!("\rround {}/{rounds}", round + 1);
+    }
+    eprintln!();
+
+    let medians: Vec<f64> = samples.iter_mut().map(|s| median(s)).collect();
+    let mut current_group = None;
+    println!("| group | variant | median | ratio |");
+    println!("|---|---|---:|---:|");
+    for (variant, median) in variants.iter().zip(&medians) {
+        let baseline = variants
+            .iter()
+            .zip(&medians)
+            .find(|(other, _)| other.group == variant.group && other.name == variant.baseline)
+            .map_or(f64::NAN, |(_, median)| *median);
+        let group = if current_group == Some(&variant.group) {
+            ""
+        } else {
+            current_group = Some(&variant.group);
+            &variant.group
+        };
+        println!(
+            "| {group} | {} | {median:.1} | {:.2}× {} |",
+            variant.name,
+            median / baseline,
+            variant.baseline
+        );
+    }
+    TOKEN_CALLS.with(|calls| {
+        println!();
+        for ((tasks, design), most) in calls.borrow().iter() {
+            println!("- herd of {tasks}: {design} made at most {most} token call(s) per herd");
+        }
+    });
+}

@@ -1,0 +1,262 @@
+//! A herd of K tasks finds the token expired at once; the refresh takes a fixed
+//! simulated latency. Measured: the release, from the moment the (last) refresh
+//! completes until the last of the K tasks holds a header. Spawning the tasks is not
+//! measured (it costs the same in every design).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::FutureExt;
+use http::HeaderValue;
+use procore_auth_core::{
+    BoxFuture as CoreBoxFuture, Clock, Error, SystemClock, Token, TokenManager, TokenSource,
+};
+
+use crate::{expired_token, fresh_token};
+
+/// The simulated token-endpoint round trip.
+pub const REFRESH_LATENCY: Duration = Duration::from_millis(10);
+
+/// A way of sharing one token among the herd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Design {
+    /// `TokenManager`: single-flight refresh, lock-free reads.
+    Manager,
+    /// Reference: one `futures::Shared` refresh per generation behind a mutex.
+    SharedPerGeneration,
+    /// `tokio::sync::Mutex<Token>`, refreshing while holding the lock.
+    NaiveMutex,
+    /// `tokio::sync::RwLock<Arc<Token>>`, every reader that sees it stale refreshes.
+    NaiveRwLock,
+}
+
+impl Design {
+    /// Every design.
+    pub const ALL: [Design; 4] = [
+        Design::SharedPerGeneration,
+        Design::Manager,
+        Design::NaiveMutex,
+        Design::NaiveRwLock,
+    ];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::Manager => "TokenManager",
+            Design::SharedPerGeneration => "futures::Shared per generation",
+            Design::NaiveMutex => "naive tokio Mutex<Token>",
+            Design::NaiveRwLock => "naive RwLock, no single-flight",
+        }
+    }
+}
+
+/// What one herd cost.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// From the end of the last refresh until the last task held a header.
+    pub release: Duration,
+    /// Token-endpoint calls made.
+    pub token_calls: u64,
+}
+
+/// Counts token calls and timestamps the end of refreshes and of tasks.
+#[derive(Debug)]
+struct Herd {
+    epoch: Instant,
+    calls: AtomicU64,
+    /// Nanoseconds after `epoch`.
+    last_refresh_done: AtomicU64,
+    last_task_done: AtomicU64,
+}
+
+impl Herd {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            calls: AtomicU64::new(0),
+            last_refresh_done: AtomicU64::new(0),
+            last_task_done: AtomicU64::new(0),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Simulates the token endpoint: waits [`REFRESH_LATENCY`], counts the call.
+    async fn refresh(&self) -> Token {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(REFRESH_LATENCY).await;
+        let token = fresh_token("herd");
+        self.last_refresh_done
+            .fetch_max(self.now(), Ordering::Relaxed);
+        token
+    }
+
+    fn task_done(&self, header: HeaderValue) {
+        std::hint::black_box(header);
+        self.last_task_done.fetch_max(self.now(), Ordering::Relaxed);
+    }
+
+    fn outcome(&self) -> Outcome {
+        let done = self.last_task_done.load(Ordering::Relaxed);
+        let refreshed = self.last_refresh_done.load(Ordering::Relaxed);
+        Outcome {
+            release: Duration::from_nanos(done.saturating_sub(refreshed)),
+            token_calls: self.calls.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SlowSource {
+    herd: Arc<Herd>,
+}
+
+impl TokenSource for SlowSource {
+    fn fetch<'a>(
+        &'a self,
+        _: Option<&'a Token>,
+        _: &'a dyn Clock,
+    ) -> CoreBoxFuture<'a, Result<Token, Error>> {
+        Box::pin(async move { Ok(self.herd.refresh().await) })
+    }
+}
+
+type SharedHeader = Shared<BoxFuture<'static, HeaderValue>>;
+
+/// The reference design: the smallest correct single-flight cache.
+struct SharedPerGeneration {
+    token: ArcSwap<Option<Token>>,
+    inflight: Mutex<Option<SharedHeader>>,
+    herd: Arc<Herd>,
+}
+
+impl SharedPerGeneration {
+    async fn header(self: &Arc<Self>) -> HeaderValue {
+        if let Some(token) = &**self.token.load() {
+            if !token.is_expired_at(SystemClock.now()) {
+                return token.header_value().clone();
+            }
+        }
+        let refresh = {
+            let mut inflight = self.inflight.lock().expect("never poisoned");
+            if let Some(token) = &**self.token.load() {
+                if !token.is_expired_at(SystemClock.now()) {
+                    return token.header_value().clone();
+                }
+            }
+            inflight
+                .get_or_insert_with(|| {
+                    let this = Arc::clone(self);
+                    async move {
+                        let token = this.herd.refresh().await;
+                        let header = token.header_value().clone();
+                        this.token.store(Arc::new(Some(token)));
+                        *this.inflight.lock().expect("never poisoned") = None;
+                        header
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        refresh.await
+    }
+}
+
+/// Runs one herd of `tasks` on `runtime`.
+pub fn run(runtime: &tokio::runtime::Runtime, design: Design, tasks: usize) -> Outcome {
+    let herd = Herd::new();
+    runtime.block_on(async {
+        match design {
+            Design::Manager => {
+                let manager = TokenManager::builder(SlowSource {
+                    herd: Arc::clone(&herd),
+                })
+                .token(expired_token("herd"))
+                .build();
+                join_all(&herd, tasks, move || {
+                    let manager = manager.clone();
+                    async move {
+                        let bearer = manager.bearer().await.expect("refresh succeeds");
+                        bearer.into_header_value()
+                    }
+                })
+                .await;
+            }
+            Design::SharedPerGeneration => {
+                let cache = Arc::new(SharedPerGeneration {
+                    token: ArcSwap::from_pointee(Some(expired_token("herd"))),
+                    inflight: Mutex::default(),
+                    herd: Arc::clone(&herd),
+                });
+                join_all(&herd, tasks, move || {
+                    let cache = Arc::clone(&cache);
+                    async move { cache.header().await }
+                })
+                .await;
+            }
+            Design::NaiveMutex => {
+                let token = Arc::new(tokio::sync::Mutex::new(expired_token("herd")));
+                let refresher = Arc::clone(&herd);
+                join_all(&herd, tasks, move || {
+                    let (token, herd) = (Arc::clone(&token), Arc::clone(&refresher));
+                    async move {
+                        let mut token = token.lock().await;
+                        if token.is_expired_at(SystemClock.now()) {
+                            *token = herd.refresh().await;
+                        }
+                        token.header_value().clone()
+                    }
+                })
+                .await;
+            }
+            Design::NaiveRwLock => {
+                let token = Arc::new(tokio::sync::RwLock::new(Arc::new(expired_token("herd"))));
+                let refresher = Arc::clone(&herd);
+                join_all(&herd, tasks, move || {
+                    let (token, herd) = (Arc::clone(&token), Arc::clone(&refresher));
+                    async move {
+                        let current = Arc::clone(&*token.read().await);
+                        if !current.is_expired_at(SystemClock.now()) {
+                            return current.header_value().clone();
+                        }
+                        let fresh = Arc::new(herd.refresh().await);
+                        *token.write().await = Arc::clone(&fresh);
+                        fresh.header_value().clone()
+                    }
+                })
+                .await;
+            }
+        }
+    });
+    herd.outcome()
+}
+
+async fn join_all<F, Fut>(herd: &Arc<Herd>, tasks: usize, make: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = HeaderValue> + Send + 'static,
+{
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (herd, task) = (Arc::clone(herd), make());
+            tokio::spawn(async move { herd.task_done(task.await) })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("herd tasks do not panic");
+    }
+}
+
+/// The multi-thread runtime the herds run on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime can be built")
+}

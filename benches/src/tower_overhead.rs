@@ -1,0 +1,149 @@
+//! The cost of the layer on a request that needs no refresh: a no-op service, bare,
+//! behind tower-http's static `AddAuthorization`, and behind `ProcoreAuthLayer`.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::{header, Request, Response};
+use http_body_util::Empty;
+use procore_auth_core::TokenManager;
+use procore_auth_tower::ProcoreAuthLayer;
+use tower::{Layer, Service, ServiceExt};
+use tower_http::auth::AddAuthorizationLayer;
+
+use crate::{fresh_token, NeverRefreshes};
+
+type Body = Empty<Bytes>;
+
+/// What wraps the no-op service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stack {
+    /// Nothing: the floor.
+    Bare,
+    /// tower-http's `AddAuthorizationLayer::bearer` with a static token.
+    StaticBearer,
+    /// `ProcoreAuthLayer` with the default replay policy (requests are cloned before
+    /// sending so a 401 can be replayed).
+    ProcoreAuth,
+    /// `ProcoreAuthLayer::without_replay`.
+    ProcoreAuthNoReplay,
+}
+
+impl Stack {
+    /// Every stack, baselines first.
+    pub const ALL: [Stack; 4] = [
+        Stack::Bare,
+        Stack::StaticBearer,
+        Stack::ProcoreAuth,
+        Stack::ProcoreAuthNoReplay,
+    ];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::Bare => "bare service",
+            Stack::StaticBearer => "tower-http AddAuthorization",
+            Stack::ProcoreAuth => "ProcoreAuthLayer",
+            Stack::ProcoreAuthNoReplay => "ProcoreAuthLayer (no replay)",
+        }
+    }
+}
+
+/// The request sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// `GET` with no headers.
+    Empty,
+    /// `GET` with the handful of headers a real client sends.
+    Typical,
+}
+
+impl Shape {
+    /// Both shapes.
+    pub const ALL: [Shape; 2] = [Shape::Typical, Shape::Empty];
+
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Empty => "empty request",
+            Shape::Typical => "typical request",
+        }
+    }
+
+    fn request(self) -> Request<Body> {
+        let mut request = Request::get("https://api.procore.com/rest/v1.0/projects?company_id=1")
+            .body(Body::new())
+            .expect("valid request");
+        if self == Shape::Typical {
+            let headers = request.headers_mut();
+            headers.insert(header::ACCEPT, "application/json".parse().expect("valid"));
+            headers.insert(
+                header::USER_AGENT,
+                "procore-sync/1.4".parse().expect("valid"),
+            );
+            headers.insert("procore-company-id", "4294967297".parse().expect("valid"));
+            headers.insert(header::ACCEPT_ENCODING, "gzip".parse().expect("valid"));
+        }
+        request
+    }
+}
+
+fn noop(
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone
+{
+    tower::service_fn(|_: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::new())) })
+}
+
+/// Sends `iterations` requests of `shape` through `stack`; returns the elapsed time.
+pub fn run(stack: Stack, shape: Shape, iterations: u64) -> Duration {
+    let template = shape.request();
+    let token = fresh_token("tower");
+    let manager = || {
+        TokenManager::builder(NeverRefreshes)
+            .token(token.clone())
+            .build()
+    };
+    match stack {
+        Stack::Bare => drive(noop(), &template, iterations),
+        Stack::StaticBearer => drive(
+            AddAuthorizationLayer::bearer(token.access_token().secret()).layer(noop()),
+            &template,
+            iterations,
+        ),
+        Stack::ProcoreAuth => drive(
+            ProcoreAuthLayer::new(manager()).layer(noop()),
+            &template,
+            iterations,
+        ),
+        Stack::ProcoreAuthNoReplay => drive(
+            ProcoreAuthLayer::new(manager())
+                .without_replay()
+                .layer(noop()),
+            &template,
+            iterations,
+        ),
+    }
+}
+
+fn drive<S>(mut service: S, template: &Request<Body>, iterations: u64) -> Duration
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    let started = Instant::now();
+    for _ in 0..iterations {
+        let ready = ServiceExt::<Request<Body>>::ready(&mut service)
+            .now_or_never()
+            .expect("always ready")
+            .expect("never fails");
+        let response = ready
+            .call(std::hint::black_box(template.clone()))
+            .now_or_never()
+            .expect("answers at once")
+            .expect("never fails");
+        std::hint::black_box(response);
+    }
+    started.elapsed()
+}

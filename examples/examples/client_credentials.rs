@@ -1,0 +1,40 @@
+//! A service account (Developer Managed Service Account): tokens come from the
+//! client-credentials grant, with no user and no refresh token.
+//!
+//! `cargo run --example client_credentials` (local emulator), or with
+//! `-- --procore-env sandbox` and `PROCORE_CLIENT_ID` / `PROCORE_CLIENT_SECRET` set.
+//! Service-account calls need a company: set `PROCORE_COMPANY_ID` for real Procore.
+
+use procore_auth_core::{ClientCredentialsGrant, RequestPolicy, TokenManager};
+use procore_auth_examples::target_from_args;
+use procore_auth_reqwest::{ProcoreAuthMiddleware, ReqwestTransport};
+use reqwest_middleware::ClientBuilder;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let target = target_from_args().await?;
+    let mut policy = RequestPolicy::new(target.oauth.environment());
+    if let Ok(company) = std::env::var("PROCORE_COMPANY_ID") {
+        policy = policy.with_company_id(company.parse()?);
+    }
+    let grant = ClientCredentialsGrant::new(target.oauth.clone(), ReqwestTransport::new()?);
+    let manager = TokenManager::builder(grant).request_policy(policy).build();
+    let client = ClientBuilder::new(reqwest::Client::new())
+        .with(ProcoreAuthMiddleware::new(manager.clone()))
+        .build();
+
+    let me = format!("{}/rest/v1.0/me", target.api_base());
+    let response = client.get(&me).send().await?;
+    println!(
+        "GET /rest/v1.0/me -> {}: {}",
+        response.status(),
+        response.text().await?
+    );
+    if let Some(emulator) = &target.emulator {
+        emulator.expire_all_tokens();
+        let status = client.get(&me).send().await?.status();
+        println!("after the emulator expired every token -> {status} (a new token was minted)");
+    }
+    println!("metrics: {:?}", manager.metrics());
+    Ok(())
+}
