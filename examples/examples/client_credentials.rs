@@ -6,7 +6,7 @@
 //! Service-account calls need a company: set `PROCORE_COMPANY_ID` for real Procore.
 
 use procore_auth_core::{ClientCredentialsGrant, RequestPolicy, TokenManager};
-use procore_auth_examples::target_from_args;
+use procore_auth_examples::{call_me_across_an_expiry, target_from_args};
 use procore_auth_reqwest::{ProcoreAuthMiddleware, ReqwestTransport};
 use reqwest_middleware::ClientBuilder;
 
@@ -23,18 +23,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(ProcoreAuthMiddleware::new(manager.clone()))
         .build();
 
-    let me = format!("{}/rest/v1.0/me", target.api_base());
-    let response = client.get(&me).send().await?;
-    println!(
-        "GET /rest/v1.0/me -> {}: {}",
-        response.status(),
-        response.text().await?
-    );
-    if let Some(emulator) = &target.emulator {
-        emulator.expire_all_tokens();
-        let status = client.get(&me).send().await?.status();
-        println!("after the emulator expired every token -> {status} (a new token was minted)");
-    }
-    println!("metrics: {:?}", manager.metrics());
+    call_me_across_an_expiry(&target, &client, &manager).await?;
     Ok(())
 }

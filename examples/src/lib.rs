@@ -126,3 +126,27 @@ pub async fn user_manager(
         }
     }
 }
+
+/// Calls `GET /rest/v1.0/me` through `client`; against the emulator, forces every
+/// token to expire and calls again to show the refresh. Prints what happens.
+///
+/// # Errors
+///
+/// The request's error, if it fails.
+pub async fn call_me_across_an_expiry(
+    target: &Target,
+    client: &reqwest_middleware::ClientWithMiddleware,
+    manager: &procore_auth_core::TokenManager,
+) -> Result<(), reqwest_middleware::Error> {
+    let me = format!("{}/rest/v1.0/me", target.api_base());
+    let response = client.get(&me).send().await?;
+    let status = response.status();
+    println!("GET /rest/v1.0/me -> {status}: {}", response.text().await?);
+    if let Some(emulator) = &target.emulator {
+        emulator.expire_all_tokens();
+        let status = client.get(&me).send().await?.status();
+        println!("after the emulator expired every token -> {status} (a new token was used)");
+    }
+    println!("metrics: {:?}", manager.metrics());
+    Ok(())
+}
