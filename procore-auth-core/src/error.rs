@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::store::StoreError;
-use crate::transport::TransportError;
+use crate::transport::{TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};
 
 /// Everything that can go wrong while obtaining, refreshing or using a token.
 ///
@@ -55,7 +55,7 @@ pub enum Error {
 
     /// The request could not be sent or its response was not received.
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Transport(TransportError),
 
     /// The token store failed. A token that could not be saved is still used in memory.
     #[error(transparent)]
@@ -140,6 +140,18 @@ pub(crate) fn describe_json_error(error: &serde_json::Error, what: &str, len: us
         error.line(),
         error.column()
     )
+}
+
+/// A body cut off by the transport is the same failure as one refused by the parser.
+impl From<TransportError> for Error {
+    fn from(error: TransportError) -> Self {
+        match error.kind() {
+            TransportErrorKind::ResponseTooLarge => Self::ResponseTooLarge {
+                limit: MAX_RESPONSE_BYTES,
+            },
+            _ => Self::Transport(error),
+        }
+    }
 }
 
 fn describe_oauth_error(error: Option<&OAuthError>) -> String {

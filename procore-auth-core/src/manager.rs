@@ -384,7 +384,6 @@ impl TokenManager {
             } else if let Some(error) = state.backing_off(now) {
                 return Err(error);
             } else {
-                state.last_rejection_refresh = Some(now);
                 inner.start_refresh(&mut state, Some(current), RefreshReason::Rejected)
             }
         };
@@ -703,6 +702,11 @@ impl Inner {
                 bump(&self.counters.refreshes);
                 state.failure = None;
                 state.terminal = None;
+                // Only a refresh that worked limits the next one: after a failure,
+                // back-off decides when to try again.
+                if reason == RefreshReason::Rejected {
+                    state.last_rejection_refresh = Some(now);
+                }
                 tracing::info!(
                     generation = published.generation().get(),
                     reason = reason.as_str(),

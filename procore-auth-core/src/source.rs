@@ -170,7 +170,7 @@ async fn request_token(
         let sent_at = clock.now();
         let result = match transport.send(build()).await {
             Ok(response) => client.parse_token_response(&response, sent_at),
-            Err(error) => Err(Error::Transport(error)),
+            Err(error) => Err(error.into()),
         };
         let may_resend = match &result {
             Err(Error::Transport(error)) if !error.request_may_have_been_sent() => true,

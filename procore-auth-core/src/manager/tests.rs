@@ -282,6 +282,29 @@ async fn second_rejection_soon_after_a_rejection_refresh_is_not_replayed() {
 }
 
 #[tokio::test]
+async fn a_failed_rejection_refresh_backs_off_instead_of_blocking_replays() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::Status(503, "")]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .build();
+    let rejected = manager.bearer().await.unwrap().generation();
+    let err = manager.rejected(rejected).await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    // While backing off, a 401 gets the typed transient error, not a silent 401.
+    assert!(matches!(
+        manager.rejected(rejected).await,
+        Err(Error::BackingOff { .. })
+    ));
+    // Once the back-off has passed (well within the rejection interval), the next
+    // 401 refreshes and is replayed.
+    clock.advance(DEFAULT_BACKOFF_BASE);
+    assert!(manager.rejected(rejected).await.unwrap().is_some());
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[tokio::test]
 async fn proactive_refresh_does_not_block_other_callers() {
     let clock = start_clock();
     let (endpoint, gate) = ScriptedEndpoint::new(&clock).gated();
