@@ -1,6 +1,8 @@
 //! The reqwest middleware end to end, against procore-auth-testkit's emulator over
 //! real loopback HTTP.
 
+mod faults;
+
 use std::convert::Infallible;
 
 use procore_auth_core::{
