@@ -2,6 +2,8 @@
 //! real loopback HTTP.
 
 mod faults;
+mod secrets;
+mod soak;
 
 use std::convert::Infallible;
 
