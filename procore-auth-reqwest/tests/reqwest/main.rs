@@ -1,7 +1,6 @@
 //! The reqwest middleware end to end, against procore-auth-testkit's emulator over
 //! real loopback HTTP.
 
-mod faults;
 mod secrets;
 mod soak;
 

@@ -116,22 +116,28 @@ async fn soak() {
         manager.metrics()
     );
     assert_eq!(failed, 0);
-    assert_eq!(unavailable, injected_503);
+    // A fault injected just before the deadline may never meet a request.
+    assert!(unavailable <= injected_503);
     assert!(
         unauthorized < injected_401.max(1),
         "{unauthorized} 401s passed through"
     );
-    // Proactive refreshes come at 0.9 × the effective lifetime, which Procore's
-    // whole-second `created_at` (floored, to stay safe) makes up to 1 s shorter;
-    // an absorbed 401 adds at most one per DEFAULT_MIN_REJECTION_INTERVAL.
+    // Procore's `created_at` is whole seconds and is floored (to stay safe), so a
+    // token refreshed at t is due again at floor(t) + 0.9 × lifetime: refreshes come
+    // every floor(0.9 × lifetime) seconds (1 s for 2-second tokens; for Procore's
+    // 90-minute tokens the rounding is negligible). An absorbed 401 adds at most one
+    // refresh per DEFAULT_MIN_REJECTION_INTERVAL.
     let refreshes = stats.refresh_token_grants as f64;
-    let shortest_lifetime = LIFETIME.as_secs_f64() - 1.0;
-    let most = elapsed.as_secs_f64() / (shortest_lifetime * 0.9)
+    let period = (LIFETIME.as_secs_f64() * 0.9).floor().max(1.0);
+    let proactive = elapsed.as_secs_f64() / period;
+    let least = proactive * 0.8;
+    let most = proactive
         + elapsed.as_secs_f64() / procore_auth_core::DEFAULT_MIN_REJECTION_INTERVAL.as_secs_f64()
         + 2.0;
+    println!("soak: expected {proactive:.0} proactive refreshes (one per {period} s), at most {most:.0} in all");
     assert!(
-        refreshes >= expected_refreshes * 0.8 && refreshes <= most,
-        "{refreshes} refreshes, expected {expected_refreshes:.1}..{most:.1}"
+        refreshes >= least && refreshes <= most,
+        "{refreshes} refreshes, expected {least:.1}..{most:.1}"
     );
 
     // No task outlives the run.
