@@ -67,7 +67,6 @@ impl Setup {
             // Every herd forces a new expiry, so allow a refresh per 401 burst.
             let manager = TokenManager::builder(RefreshTokenGrant::new(oauth, transport))
                 .token(token)
-                .min_rejection_interval(Duration::ZERO)
                 .build();
             let hyper = Client::builder(TokioExecutor::new()).build_http();
             Self {

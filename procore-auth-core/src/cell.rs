@@ -17,6 +17,11 @@ use crate::Token;
 pub struct Generation(u64);
 
 impl Generation {
+    #[cfg(test)]
+    pub(crate) fn new(generation: u64) -> Self {
+        Self(generation)
+    }
+
     /// The number itself, for logs and metrics.
     pub fn get(self) -> u64 {
         self.0

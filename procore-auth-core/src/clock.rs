@@ -11,7 +11,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often the system clock's coarse reading is brought up to date.
 ///
@@ -19,13 +19,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// fresh for at most this long after its refresh deadline; the refresh skew is minutes.
 pub const COARSE_TICK: Duration = Duration::from_millis(100);
 
-/// A source of wall-clock time.
+/// A source of wall-clock and monotonic time.
 ///
-/// Wall-clock (not monotonic) time is used on purpose: token expiry is a wall-clock
-/// deadline, and a laptop that sleeps for an hour must see its token as expired.
+/// Token expiry uses wall-clock time on purpose: it is a wall-clock deadline, and a
+/// laptop that sleeps for an hour must see its token as expired. Intervals the
+/// manager measures itself (back-off, store re-reads) use [`monotonic`](Self::monotonic)
+/// time, so a wall clock stepped back by an hour cannot stretch them by an hour.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time, read precisely. Called only off the hot path.
     fn now(&self) -> SystemTime;
+
+    /// Time elapsed since an arbitrary fixed origin; never goes backwards.
+    fn monotonic(&self) -> Duration;
 
     /// A shared, cheaply readable reading of [`now`](Self::now), in milliseconds since
     /// the Unix epoch, that may lag it by a short, bounded time.
@@ -78,6 +83,12 @@ impl Clock for SystemClock {
         SystemTime::now()
     }
 
+    #[allow(clippy::disallowed_methods)] // the one place that reads the real clock
+    fn monotonic(&self) -> Duration {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed()
+    }
+
     fn coarse(&self) -> CoarseTime {
         static COARSE: OnceLock<CoarseTime> = OnceLock::new();
         COARSE
@@ -105,18 +116,29 @@ impl Clock for SystemClock {
 
 /// A clock that only moves when told to. For tests and simulations.
 ///
-/// Clones share the same time.
+/// Clones share the same time. [`advance`](Self::advance) moves the wall clock and the
+/// monotonic clock together; [`set`](Self::set) moves only the wall clock, as an NTP
+/// step or a user changing the system time would.
 #[derive(Clone, Debug)]
 pub struct ManualClock {
-    now: Arc<Mutex<SystemTime>>,
+    now: Arc<Mutex<ManualTime>>,
     coarse: CoarseTime,
+}
+
+#[derive(Debug)]
+struct ManualTime {
+    wall: SystemTime,
+    monotonic: Duration,
 }
 
 impl ManualClock {
     /// A clock stopped at `start`.
     pub fn new(start: SystemTime) -> Self {
         Self {
-            now: Arc::new(Mutex::new(start)),
+            now: Arc::new(Mutex::new(ManualTime {
+                wall: start,
+                monotonic: Duration::ZERO,
+            })),
             coarse: CoarseTime::new(start),
         }
     }
@@ -126,24 +148,34 @@ impl ManualClock {
         Self::new(UNIX_EPOCH + Duration::from_secs(seconds))
     }
 
-    /// Moves the clock forward.
+    /// Moves the wall clock and the monotonic clock forward.
     pub fn advance(&self, by: Duration) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        *now += by;
-        self.coarse.set(*now);
+        let mut now = self.lock();
+        now.wall += by;
+        now.monotonic += by;
+        self.coarse.set(now.wall);
     }
 
-    /// Sets the clock to `time` (which may be in the past).
+    /// Sets the wall clock to `time` (which may be in the past); the monotonic clock
+    /// does not move.
     pub fn set(&self, time: SystemTime) {
-        let mut now = self.now.lock().unwrap_or_else(PoisonError::into_inner);
-        *now = time;
+        let mut now = self.lock();
+        now.wall = time;
         self.coarse.set(time);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ManualTime> {
+        self.now.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        *self.now.lock().unwrap_or_else(PoisonError::into_inner)
+        self.lock().wall
+    }
+
+    fn monotonic(&self) -> Duration {
+        self.lock().monotonic
     }
 
     fn coarse(&self) -> CoarseTime {
@@ -163,8 +195,10 @@ mod tests {
         clock.advance(Duration::from_millis(1_500));
         assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_millis(1_001_500));
         assert_eq!(coarse.millis(), 1_001_500);
+        assert_eq!(clock.monotonic(), Duration::from_millis(1_500));
         clock.set(UNIX_EPOCH);
         assert_eq!(coarse.millis(), 0);
+        assert_eq!(clock.monotonic(), Duration::from_millis(1_500));
     }
 
     #[test]

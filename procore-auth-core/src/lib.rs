@@ -66,8 +66,10 @@ mod manager;
 mod oauth;
 mod policy;
 mod random;
+mod request;
 mod secret;
 mod source;
+mod spawn;
 mod store;
 mod token;
 mod transport;
@@ -77,13 +79,15 @@ pub use clock::{Clock, CoarseTime, ManualClock, SystemClock, COARSE_TICK};
 pub use environment::{Environment, OUT_OF_BAND_REDIRECT_URI};
 pub use error::{CallbackError, Error, OAuthError, OAuthErrorCode, ReauthorizationReason};
 pub use manager::{
-    BearerFuture, Metrics, TokenManager, TokenManagerBuilder, DEFAULT_BACKOFF_BASE,
-    DEFAULT_BACKOFF_MAX, DEFAULT_MIN_REJECTION_INTERVAL,
+    BearerFuture, Jitter, Metrics, RejectedFuture, TokenManager, TokenManagerBuilder,
+    DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_STORE_RECHECK,
 };
 pub use oauth::{AuthorizationRequest, OAuthClient, TokenApplication, TokenInfo};
 pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};
+pub use request::{Authorize, AuthorizeFuture, Authorized, ReplayFuture};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use source::{ClientCredentialsGrant, RefreshTokenGrant, TokenSource};
+pub use spawn::{AmbientTokio, Spawn, WaitersOnly};
 pub use store::{FileStore, MemoryStore, StoreError, TokenStore};
 pub use token::{Token, DEFAULT_REFRESH_SKEW, MAX_CLOCK_DISAGREEMENT};
 pub use transport::{BoxFuture, Transport, TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};

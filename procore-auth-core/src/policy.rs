@@ -2,7 +2,7 @@
 //! for every adapter.
 
 use http::header::{HeaderName, AUTHORIZATION};
-use http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, HeaderValue, Uri};
 
 use crate::{Bearer, Environment};
 
@@ -92,9 +92,12 @@ impl RequestPolicy {
             return false;
         };
         let scheme = scheme.as_str();
-        // Fast path: exactly the API base's authority. `Uri::host` re-parses.
-        (scheme.eq_ignore_ascii_case(&self.api_scheme)
-            && authority.as_str().eq_ignore_ascii_case(&self.api_authority))
+        let written = authority.as_str();
+        // Fast paths: exactly the API base's bytes (almost every request), then the
+        // same ignoring case. `Uri::host` re-parses, so it comes last.
+        (scheme == self.api_scheme && written == self.api_authority)
+            || (scheme.eq_ignore_ascii_case(&self.api_scheme)
+                && written.eq_ignore_ascii_case(&self.api_authority))
             || self.is_trusted_origin(scheme, authority.host(), authority.port_u16())
     }
 
@@ -138,13 +141,6 @@ impl RequestPolicy {
                 headers.insert(PROCORE_COMPANY_ID, company_id.clone());
             }
         }
-    }
-
-    /// Whether a request that carried our token and got `status` should be replayed
-    /// (after [`TokenManager::rejected`](crate::TokenManager::rejected)), given how
-    /// many times it was replayed already.
-    pub fn should_replay(&self, status: StatusCode, replays_so_far: u32) -> bool {
-        status == StatusCode::UNAUTHORIZED && replays_so_far == 0
     }
 }
 
@@ -210,15 +206,5 @@ mod tests {
         assert!(policy
             .overwrite_existing_authorization(true)
             .should_attach(&uri, &headers));
-    }
-
-    #[test]
-    fn replay_only_once_and_only_after_401() {
-        let policy = RequestPolicy::new(&Environment::production());
-        assert!(policy.should_replay(StatusCode::UNAUTHORIZED, 0));
-        assert!(!policy.should_replay(StatusCode::UNAUTHORIZED, 1));
-        for status in [StatusCode::FORBIDDEN, StatusCode::NOT_FOUND, StatusCode::OK] {
-            assert!(!policy.should_replay(status, 0), "{status}");
-        }
     }
 }

@@ -1,11 +1,12 @@
 use http::Extensions;
 use procore_auth_core::{
-    ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, Token, TokenManager, TokenStore,
+    Authorize, ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, Token, TokenManager,
+    TokenStore,
 };
 use reqwest::{Request, Response};
-use reqwest_middleware::{Middleware, Next, Result};
+use reqwest_middleware::{Error, Middleware, Next, Result};
 
-use crate::{Error, ReqwestTransport};
+use crate::ReqwestTransport;
 
 /// Attaches the Procore token to requests to Procore and replays once after a 401.
 ///
@@ -26,8 +27,8 @@ impl ProcoreAuthMiddleware {
     ///
     /// # Errors
     ///
-    /// [`Error::HttpClient`] if the token endpoint's client cannot be built.
-    pub fn from_token(oauth: OAuthClient, token: Token) -> std::result::Result<Self, Error> {
+    /// [`crate::Error::HttpClient`] if the token endpoint's client cannot be built.
+    pub fn from_token(oauth: OAuthClient, token: Token) -> std::result::Result<Self, crate::Error> {
         let grant = RefreshTokenGrant::new(oauth, ReqwestTransport::new()?);
         Ok(Self::new(TokenManager::builder(grant).token(token).build()))
     }
@@ -36,8 +37,8 @@ impl ProcoreAuthMiddleware {
     ///
     /// # Errors
     ///
-    /// [`Error::HttpClient`] if the token endpoint's client cannot be built.
-    pub fn from_client_credentials(oauth: OAuthClient) -> std::result::Result<Self, Error> {
+    /// [`crate::Error::HttpClient`] if the token endpoint's client cannot be built.
+    pub fn from_client_credentials(oauth: OAuthClient) -> std::result::Result<Self, crate::Error> {
         let grant = ClientCredentialsGrant::new(oauth, ReqwestTransport::new()?);
         Ok(Self::new(TokenManager::builder(grant).build()))
     }
@@ -47,11 +48,11 @@ impl ProcoreAuthMiddleware {
     ///
     /// # Errors
     ///
-    /// [`Error::HttpClient`] if the token endpoint's client cannot be built.
+    /// [`crate::Error::HttpClient`] if the token endpoint's client cannot be built.
     pub fn from_store(
         oauth: OAuthClient,
         store: impl TokenStore + 'static,
-    ) -> std::result::Result<Self, Error> {
+    ) -> std::result::Result<Self, crate::Error> {
         let grant = RefreshTokenGrant::new(oauth, ReqwestTransport::new()?);
         Ok(Self::new(TokenManager::builder(grant).store(store).build()))
     }
@@ -70,35 +71,25 @@ impl Middleware for ProcoreAuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let policy = self.manager.policy();
+        let manager = &self.manager;
         let url = request.url();
         let host = url.host_str().unwrap_or_default();
-        if !policy.should_attach_to(url.scheme(), host, url.port(), request.headers()) {
-            return next.run(request, extensions).await;
-        }
-        let bearer = match self.manager.fresh_bearer() {
-            Some(bearer) => bearer,
-            None => self
-                .manager
-                .bearer()
-                .await
-                .map_err(reqwest_middleware::Error::middleware)?,
-        };
-        policy.attach(request.headers_mut(), &bearer);
+        let authorized =
+            match manager.authorize_origin(url.scheme(), host, url.port(), request.headers()) {
+                Authorize::Skip => return next.run(request, extensions).await,
+                Authorize::Ready(authorized) => authorized,
+                Authorize::Pending(waiting) => waiting.await.map_err(Error::middleware)?,
+            };
+        manager.attach(&authorized, request.headers_mut());
         // `None` for streaming bodies: such a request is not replayed.
         let replay = request.try_clone();
         let response = next.clone().run(request, extensions).await?;
-        if !policy.should_replay(response.status(), 0) {
+        let Some(replay_with) = manager.judge(&authorized, response.status()) else {
             return Ok(response);
-        }
-        let replacement = self
-            .manager
-            .rejected(bearer.generation())
-            .await
-            .map_err(reqwest_middleware::Error::middleware)?;
-        match (replacement, replay) {
-            (Some(bearer), Some(mut replay)) => {
-                policy.attach(replay.headers_mut(), &bearer);
+        };
+        match (replay_with.await.map_err(Error::middleware)?, replay) {
+            (Some(authorized), Some(mut replay)) => {
+                manager.attach(&authorized, replay.headers_mut());
                 next.run(replay, extensions).await
             }
             _ => Ok(response),

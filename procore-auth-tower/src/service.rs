@@ -1,7 +1,7 @@
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use procore_auth_core::TokenManager;
+use procore_auth_core::{Authorize, TokenManager};
 use tower_service::Service;
 
 use crate::future::{Replay, ResponseFuture};
@@ -79,29 +79,27 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let policy = self.manager.policy();
-        if !policy.should_attach(request.uri(), request.headers()) {
-            return ResponseFuture::unauthorized(self.inner.call(request));
-        }
-        // Copy before the header goes on: a replay gets the new token anyway.
-        let copy = self.replay.clone_request(&request);
-        match self.manager.fresh_bearer() {
-            Some(bearer) => {
-                // The clone is only needed to replay; it is made ready when used.
-                let replay = copy.map(|request| Replay {
+        match self.manager.authorize(request.uri(), request.headers()) {
+            Authorize::Skip => ResponseFuture::untouched(self.inner.call(request)),
+            Authorize::Ready(authorized) => {
+                // Copied before the header goes on: a replay gets the new token anyway.
+                // The clone of the service is only needed to replay; it is made ready
+                // when used.
+                let replay = self.replay.clone_request(&request).map(|request| Replay {
                     request,
                     service: self.inner.clone(),
                 });
-                policy.attach(request.headers_mut(), &bearer);
+                self.manager.attach(&authorized, request.headers_mut());
                 let call = self.inner.call(request);
-                ResponseFuture::calling(call, &self.manager, &bearer, replay)
+                ResponseFuture::calling(call, &self.manager, authorized, replay)
             }
-            None => {
+            Authorize::Pending(waiting) => {
+                let copy = self.replay.clone_request(&request);
                 // This instance was made ready by the caller; keep the ready one for
                 // the call after the token arrives (tower's clone-and-swap idiom).
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::authorizing(request, copy, &self.manager, ready)
+                ResponseFuture::authorizing(waiting, &self.manager, request, ready, copy)
             }
         }
     }

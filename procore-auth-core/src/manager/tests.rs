@@ -13,7 +13,7 @@ use super::*;
 use crate::{
     AccessToken, BoxFuture, ClientCredentialsGrant, ClientSecret, ManualClock, MemoryStore,
     OAuthClient, OAuthErrorCode, RefreshToken, RefreshTokenGrant, StoreError, TokenStore,
-    Transport, TransportError,
+    Transport, TransportError, WaitersOnly,
 };
 
 const START: u64 = 1_700_000_000;
@@ -36,6 +36,8 @@ enum Reply {
 #[derive(Debug, Default)]
 struct EndpointState {
     script: VecDeque<Reply>,
+    /// Requests that reached the transport (before any gate or latency).
+    sent: u64,
     calls: u64,
     issued: u64,
     presented_refresh_tokens: Vec<String>,
@@ -47,6 +49,9 @@ struct ScriptedEndpoint {
     state: Arc<Mutex<EndpointState>>,
     clock: ManualClock,
     latency: Duration,
+    /// Like a real client's request timeout: a response not read within this long of
+    /// the send is lost (the server has processed the request all the same).
+    timeout: Option<Duration>,
     gate: Option<Arc<Semaphore>>,
 }
 
@@ -56,12 +61,18 @@ impl ScriptedEndpoint {
             state: Arc::default(),
             clock: clock.clone(),
             latency: Duration::ZERO,
+            timeout: None,
             gate: None,
         }
     }
 
     fn with_latency(mut self, latency: Duration) -> Self {
         self.latency = latency;
+        self
+    }
+
+    fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -78,6 +89,10 @@ impl ScriptedEndpoint {
 
     fn calls(&self) -> u64 {
         self.state.lock().unwrap().calls
+    }
+
+    fn sent(&self) -> u64 {
+        self.state.lock().unwrap().sent
     }
 
     fn presented_refresh_tokens(&self) -> Vec<String> {
@@ -136,6 +151,8 @@ impl Transport for ScriptedEndpoint {
         &self,
         request: http::Request<Bytes>,
     ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+        self.state.lock().unwrap().sent += 1;
+        let sent_at = tokio::time::Instant::now();
         Box::pin(async move {
             if let Some(gate) = &self.gate {
                 drop(gate.acquire().await.unwrap());
@@ -143,7 +160,14 @@ impl Transport for ScriptedEndpoint {
             if !self.latency.is_zero() {
                 tokio::time::sleep(self.latency).await;
             }
-            self.reply(&request)
+            // The server handles the request whether or not anyone reads the answer.
+            let reply = self.reply(&request);
+            match self.timeout {
+                Some(timeout) if sent_at.elapsed() > timeout => {
+                    Err(TransportError::timeout("response not read in time"))
+                }
+                _ => reply,
+            }
         })
     }
 }
@@ -255,7 +279,7 @@ async fn thousand_concurrent_rejections_of_one_generation_make_one_refresh() {
 }
 
 #[tokio::test]
-async fn second_rejection_soon_after_a_rejection_refresh_is_not_replayed() {
+async fn the_first_401_for_a_brand_new_token_refreshes_and_replays() {
     let clock = start_clock();
     let endpoint = ScriptedEndpoint::new(&clock);
     let manager = refreshing_manager(&endpoint, &clock)
@@ -263,21 +287,22 @@ async fn second_rejection_soon_after_a_rejection_refresh_is_not_replayed() {
         .build();
     let first = manager.bearer().await.unwrap();
     let replay = manager.rejected(first.generation()).await.unwrap().unwrap();
-    // The replayed request is rejected again (say, the app is not installed in that
-    // company): no second refresh, no replay.
-    assert!(manager
-        .rejected(replay.generation())
-        .await
-        .unwrap()
-        .is_none());
     assert_eq!(endpoint.calls(), 1);
-    // After the interval a new 401 refreshes again.
-    clock.advance(DEFAULT_MIN_REJECTION_INTERVAL);
-    assert!(manager
+    // A server that expires tokens early rejects the new token too, a second later:
+    // its first 401 refreshes again and is replayed (no time-based suppression).
+    clock.advance(Duration::from_secs(1));
+    let second = manager
         .rejected(replay.generation())
         .await
         .unwrap()
-        .is_some());
+        .unwrap();
+    assert!(second.generation() > replay.generation());
+    assert_eq!(endpoint.calls(), 2);
+    // Late 401s for either older token replay with the current one, no refresh.
+    for stale in [first.generation(), replay.generation()] {
+        let bearer = manager.rejected(stale).await.unwrap().unwrap();
+        assert_eq!(bearer.generation(), second.generation());
+    }
     assert_eq!(endpoint.calls(), 2);
 }
 
@@ -317,9 +342,13 @@ async fn proactive_refresh_does_not_block_other_callers() {
         let manager = manager.clone();
         async move { manager.bearer().await }
     });
-    while manager.handle.inner.lock_state().inflight.is_none() {
+    for _ in 0..1_000 {
+        if endpoint.sent() == 1 {
+            break;
+        }
         tokio::task::yield_now().await;
     }
+    assert_eq!(endpoint.sent(), 1, "the refresh never started");
     // The refresh is in flight and blocked. Everyone else gets the old token at once.
     for _ in 0..100 {
         let bearer = now_or_never(manager.bearer()).unwrap();
@@ -568,13 +597,13 @@ async fn connect_failure_is_resent_once_because_nothing_was_sent() {
 async fn retry_after_delays_the_next_token_call() {
     let clock = start_clock();
     let endpoint = ScriptedEndpoint::new(&clock);
-    endpoint.script([Reply::RateLimited(120)]);
+    endpoint.script([Reply::RateLimited(45)]);
     let manager = refreshing_manager(&endpoint, &clock)
         .token(expired_token())
         .build();
     let err = manager.bearer().await.unwrap_err();
-    assert_eq!(err.retry_after(), Some(Duration::from_secs(120)));
-    for _ in 0..119 {
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(45)));
+    for _ in 0..44 {
         clock.advance(Duration::from_secs(1));
         let err = manager.bearer().await.unwrap_err();
         assert!(matches!(err, Error::BackingOff { .. }), "{err:?}");
@@ -586,12 +615,190 @@ async fn retry_after_delays_the_next_token_call() {
 }
 
 #[tokio::test]
+async fn an_absurd_retry_after_is_clamped_to_the_back_off_maximum() {
+    // 4 000 000 000 s would stop refreshing for 126 years; u64::MAX seconds used to
+    // overflow the deadline arithmetic and panic every waiting task.
+    for seconds in [4_000_000_000, u64::MAX] {
+        let clock = start_clock();
+        let endpoint = ScriptedEndpoint::new(&clock);
+        endpoint.script([Reply::RateLimited(seconds)]);
+        let manager = refreshing_manager(&endpoint, &clock)
+            .token(expired_token())
+            .backoff_jitter(Jitter::none())
+            .build();
+        let err = manager.bearer().await.unwrap_err();
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(seconds)));
+        match manager.bearer().await {
+            Err(Error::BackingOff { retry_in, .. }) => assert_eq!(retry_in, DEFAULT_BACKOFF_MAX),
+            other => panic!("{other:?}"),
+        }
+        clock.advance(DEFAULT_BACKOFF_MAX);
+        manager.bearer().await.unwrap();
+        assert_eq!(endpoint.calls(), 2, "Retry-After: {seconds}");
+    }
+}
+
+#[tokio::test]
+async fn a_raised_retry_after_limit_is_honoured() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::RateLimited(600)]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .max_retry_after(Duration::from_secs(3_600))
+        .build();
+    manager.bearer().await.unwrap_err();
+    clock.advance(Duration::from_secs(599));
+    assert!(matches!(
+        manager.bearer().await,
+        Err(Error::BackingOff { .. })
+    ));
+    clock.advance(Duration::from_secs(1));
+    manager.bearer().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wall_clock_stepped_back_does_not_stretch_the_back_off() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::Status(503, "")]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .backoff_jitter(Jitter::none())
+        .build();
+    let rejected = manager.bearer().await.unwrap().generation();
+    manager.rejected(rejected).await.unwrap_err();
+    // NTP (or a user) steps the wall clock back an hour; the token is still valid.
+    clock.set(UNIX_EPOCH + Duration::from_secs(START - 3_600));
+    clock.advance(DEFAULT_BACKOFF_BASE);
+    // Half a second of real (monotonic) time later the next 401 refreshes.
+    assert!(manager.rejected(rejected).await.unwrap().is_some());
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_whose_waiters_were_all_dropped_still_saves_and_publishes() {
+    let clock = start_clock();
+    // The server answers after 1.5 s; a response not read within 3 s is lost (like
+    // a client's request timeout), after the server rotated the refresh token.
+    let endpoint = ScriptedEndpoint::new(&clock)
+        .with_latency(Duration::from_millis(1_500))
+        .with_timeout(Duration::from_secs(3));
+    let store = MemoryStore::with_token(expired_token());
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .build();
+    // The only caller gives up after 500 ms, then nothing happens for 4 s.
+    let waited = tokio::time::timeout(Duration::from_millis(500), manager.bearer()).await;
+    assert!(waited.is_err(), "the refresh should still be running");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(endpoint.calls(), 1);
+    let stored = store.load().await.unwrap().unwrap();
+    assert_eq!(stored.refresh_token().unwrap().secret(), "refresh-secret-1");
+    let bearer = manager.fresh_bearer().expect("the new token was published");
+    assert_eq!(bearer.header_value(), "Bearer access-secret-1");
+    assert_eq!(endpoint.presented_refresh_tokens(), ["refresh-old"]);
+}
+
+#[tokio::test]
+async fn a_manager_that_lost_a_refresh_race_adopts_the_pair_its_peer_saved_later() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    // A peer presented the same refresh token first; its response is still on the way.
+    endpoint.script([Reply::Status(400, r#"{"error":"invalid_grant"}"#)]);
+    let store = CountingStore::default();
+    store.inner.save(&expired_token(), None).await.unwrap();
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .backoff_jitter(Jitter::none())
+        .build();
+    let err = manager.bearer().await.unwrap_err();
+    assert!(
+        matches!(err, Error::ReauthorizationRequired { .. }),
+        "{err:?}"
+    );
+    // Now the peer saves its new pair.
+    store
+        .inner
+        .save(&token("peer", START), Some(&expired_token()))
+        .await
+        .unwrap();
+    // Within the recheck interval: the error, without reading the store again.
+    let loads = store.loads();
+    assert!(matches!(
+        manager.bearer().await,
+        Err(Error::ReauthorizationRequired { .. })
+    ));
+    assert_eq!(store.loads(), loads);
+    // After it, one store read adopts the peer's pair; no token call.
+    clock.advance(DEFAULT_STORE_RECHECK);
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-peer");
+    assert_eq!(endpoint.calls(), 1);
+    assert_eq!(store.loads(), loads + 1);
+}
+
+#[tokio::test]
+async fn while_reauthorization_is_required_the_burnt_pair_is_never_presented_again() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::Status(400, r#"{"error":"invalid_grant"}"#)]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(MemoryStore::with_token(token("current", START)))
+        .build();
+    let rejected = manager.bearer().await.unwrap().generation();
+    let err = manager.rejected(rejected).await.unwrap_err();
+    assert!(
+        matches!(err, Error::ReauthorizationRequired { .. }),
+        "{err:?}"
+    );
+    // The store still holds the refused pair: rechecks read it and move on.
+    for _ in 0..10 {
+        clock.advance(DEFAULT_STORE_RECHECK);
+        assert!(matches!(
+            manager.bearer().await,
+            Err(Error::ReauthorizationRequired { .. })
+        ));
+    }
+    assert_eq!(endpoint.calls(), 1);
+}
+
+/// A memory store that counts reads.
+#[derive(Debug, Clone, Default)]
+struct CountingStore {
+    inner: MemoryStore,
+    loads: Arc<Mutex<u64>>,
+}
+
+impl CountingStore {
+    fn loads(&self) -> u64 {
+        *self.loads.lock().unwrap()
+    }
+}
+
+impl TokenStore for CountingStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
+        *self.loads.lock().unwrap() += 1;
+        self.inner.load()
+    }
+
+    fn save<'a>(
+        &'a self,
+        token: &'a Token,
+        expected: Option<&'a Token>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.save(token, expected)
+    }
+}
+
+#[tokio::test]
 async fn back_off_bounds_token_calls_under_a_flood_of_callers() {
     let clock = start_clock();
     let endpoint = ScriptedEndpoint::new(&clock);
     endpoint.script(std::iter::repeat_n(Reply::Status(500, ""), 10_000));
     let manager = refreshing_manager(&endpoint, &clock)
         .token(expired_token())
+        .backoff_jitter(Jitter::none())
         .build();
     // Ten minutes of 50 concurrent requests every 100 ms: 300 000 requests.
     for _ in 0..6000 {
@@ -599,31 +806,10 @@ async fn back_off_bounds_token_calls_under_a_flood_of_callers() {
         assert!(results.iter().all(Result::is_err));
         clock.advance(Duration::from_millis(100));
     }
-    // Back-off doubles from 0.5 s to a 60 s cap (each delay at least half its
-    // ceiling): about 8 calls to reach the cap, then at most one per 30 s.
-    let calls = endpoint.calls();
-    assert!((5..=30).contains(&calls), "{calls} token calls");
-    assert_eq!(manager.metrics().refresh_failures, calls);
-}
-
-#[test]
-fn backoff_delays_double_with_jitter_up_to_the_cap() {
-    let config = Config {
-        skew: DEFAULT_REFRESH_SKEW,
-        backoff_base: Duration::from_secs(1),
-        backoff_max: Duration::from_secs(60),
-        min_rejection_interval: DEFAULT_MIN_REJECTION_INTERVAL,
-    };
-    for (failures, ceiling) in [(1, 1), (2, 2), (3, 4), (7, 60), (100, 60)] {
-        let ceiling = Duration::from_secs(ceiling);
-        let delays: Vec<_> = (0..200).map(|_| backoff_delay(failures, &config)).collect();
-        assert!(
-            delays.iter().all(|d| *d >= ceiling / 2 && *d < ceiling),
-            "{failures}"
-        );
-        // Jitter: not all the same.
-        assert!(delays.iter().any(|d| *d != delays[0]), "{failures}");
-    }
+    // Back-off doubles from 0.5 s to a 60 s cap: calls at 0, 0.5, 1.5, 3.5, 7.5,
+    // 15.5, 31.5 and 63.5 s, then every 60 s up to 543.5 s.
+    assert_eq!(endpoint.calls(), 16);
+    assert_eq!(manager.metrics().refresh_failures, 16);
 }
 
 #[tokio::test]
@@ -1006,19 +1192,20 @@ fn manager_is_send_sync_and_its_futures_are_send() {
 }
 
 #[test]
-fn refresh_is_dropped_with_the_last_manager_handle() {
+fn a_refresh_nobody_drives_is_dropped_with_the_last_manager_handle() {
     let clock = start_clock();
     let (endpoint, _gate) = ScriptedEndpoint::new(&clock).gated();
     let manager = refreshing_manager(&endpoint, &clock)
         .token(expired_token())
+        .spawner(WaitersOnly)
         .build();
-    let inner = Arc::downgrade(&manager.handle.inner);
     // Start a refresh that can never finish, then walk away from it.
     assert!(manager.bearer().now_or_never().is_none());
-    assert!(manager.handle.inner.lock_state().inflight.is_some());
+    assert_eq!(endpoint.sent(), 1);
     drop(manager);
-    assert!(
-        inner.upgrade().is_none(),
-        "in-flight refresh kept the manager alive"
+    assert_eq!(
+        Arc::strong_count(&endpoint.state),
+        1,
+        "the abandoned refresh kept the manager (and its transport) alive"
     );
 }

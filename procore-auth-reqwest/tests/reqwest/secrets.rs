@@ -63,7 +63,6 @@ async fn no_token_or_client_secret_is_ever_printed() {
     let manager = TokenManager::builder(RefreshTokenGrant::new(oauth.clone(), transport.clone()))
         .token(token)
         .backoff(Duration::from_millis(10), Duration::from_millis(20))
-        .min_rejection_interval(Duration::ZERO)
         .build();
     let middleware = ProcoreAuthMiddleware::new(manager.clone());
     printed.push(format!("{middleware:?}"));

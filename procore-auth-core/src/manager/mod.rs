@@ -1,0 +1,628 @@
+//! [`TokenManager`]: fresh-or-refresh, single-flight, skew, back-off, rejection.
+//!
+//! - `mod.rs`: the public API and its builder;
+//! - `state.rs`: the refresh phases and their synchronous transitions (every decision);
+//! - `refresh.rs`: the async work of one refresh (store, source, save-before-publish);
+//! - `policy.rs`: the timing rules (skew, back-off, jitter, `Retry-After` clamp).
+
+mod policy;
+mod refresh;
+mod state;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use futures_util::future::{BoxFuture, Shared};
+use futures_util::FutureExt;
+
+use crate::cell::{Published, TokenCell};
+use crate::clock::{unix_millis, CoarseTime};
+use crate::error::ReauthorizationReason;
+use crate::spawn::{AmbientTokio, Spawn};
+use crate::store::{StoreError, TokenStore};
+use crate::{
+    Bearer, Clock, Environment, Error, Generation, RequestPolicy, SystemClock, Token, TokenSource,
+};
+
+pub use policy::{Jitter, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_STORE_RECHECK};
+
+use policy::RefreshPolicy;
+use state::{Freshness, RefreshState, Step, TokenView};
+
+/// Owns the current Procore token for every request that uses it.
+///
+/// Cheap to clone (clones share one token). Adapters call [`bearer`](Self::bearer)
+/// before each request and [`rejected`](Self::rejected) after a 401:
+///
+/// - a fresh token is returned without locking, allocating or reading the clock;
+/// - inside the refresh skew (5 minutes before expiry for a 90-minute token), one
+///   caller refreshes while everyone else keeps using the still-valid token;
+/// - once expired, every caller waits for the same single refresh;
+/// - a refresh that was started runs to the end, is saved and is published even if
+///   every caller waiting for it was dropped (see [`Spawn`]);
+/// - a failed refresh is shared by everyone waiting for it, and the next attempt
+///   backs off exponentially, with jitter, on the monotonic clock;
+/// - the first 401 for a token refreshes it (or joins the refresh under way); 401s
+///   for a token that was already replaced are answered with the new one;
+/// - `invalid_grant` ends in [`Error::ReauthorizationRequired`]: no token call is
+///   made until [`set_token`](Self::set_token), except that a configured store is
+///   re-read now and then (every [`DEFAULT_STORE_RECHECK`]) in case a peer process
+///   saved a newer pair.
+///
+/// What a persistent 401 costs: Procore also answers 401 when the app is not
+/// installed in the company a request names. Each new token gets one refresh for its
+/// first 401, so such requests cost one refresh per token generation (shared by all
+/// requests in flight with it), plus the replay each request gets once.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use procore_auth_core::{
+///     AccessToken, BoxFuture, Clock, Error, ManualClock, Token, TokenManager, TokenSource,
+/// };
+///
+/// #[derive(Debug)]
+/// struct Minting; // stands in for RefreshTokenGrant / ClientCredentialsGrant
+/// impl TokenSource for Minting {
+///     fn fetch<'a>(&'a self, _: Option<&'a Token>, clock: &'a dyn Clock)
+///         -> BoxFuture<'a, Result<Token, Error>>
+///     {
+///         Box::pin(async move {
+///             let now = clock.now();
+///             Token::new(AccessToken::new("minted"), None, now, Some(now + Duration::from_secs(5400)))
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Error> {
+/// let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+/// let manager = TokenManager::builder(Minting).clock(clock.clone()).build();
+/// let bearer = manager.bearer().await?;
+/// assert_eq!(bearer.header_value(), "Bearer minted");
+/// assert_eq!(manager.metrics().refreshes, 1);
+///
+/// // Fresh: answered from the cell, no refresh.
+/// manager.bearer().await?;
+/// assert_eq!(manager.metrics().refreshes, 1);
+///
+/// // 86 minutes later the token is inside the 5-minute skew: refreshed.
+/// clock.advance(Duration::from_secs(86 * 60));
+/// let next = manager.bearer().await?;
+/// assert!(next.generation() > bearer.generation());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct TokenManager {
+    handle: Arc<Handle>,
+}
+
+/// The user-facing owner of [`Inner`]. A running refresh holds `Inner` too (it must
+/// publish its result), and `Inner` holds the running refresh: when the last handle
+/// goes, forgetting the refresh breaks that cycle. A spawned refresh still finishes.
+struct Handle {
+    inner: Arc<Inner>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.inner.lock_state().abandon();
+    }
+}
+
+type SharedRefresh = Shared<BoxFuture<'static, Result<Bearer, Error>>>;
+
+struct Inner {
+    cell: TokenCell,
+    coarse: CoarseTime,
+    clock: Arc<dyn Clock>,
+    source: Arc<dyn TokenSource>,
+    store: Option<Arc<dyn TokenStore>>,
+    spawner: Arc<dyn Spawn>,
+    request_policy: RequestPolicy,
+    refresh_policy: RefreshPolicy,
+    state: Mutex<RefreshState<SharedRefresh>>,
+    last_store_error: Mutex<Option<StoreError>>,
+    counters: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+    rejections: AtomicU64,
+    store_adoptions: AtomicU64,
+    store_failures: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counters for metrics. Read with [`TokenManager::metrics`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// New tokens obtained and published (from the token source or the store).
+    pub refreshes: u64,
+    /// Refresh attempts that failed.
+    pub refresh_failures: u64,
+    /// Calls to [`TokenManager::rejected`] (401s reported by adapters).
+    pub rejections: u64,
+    /// Tokens taken over from the store because a peer had stored a newer one.
+    pub store_adoptions: u64,
+    /// Failed store reads or writes.
+    pub store_failures: u64,
+}
+
+/// Configures a [`TokenManager`]. Made by [`TokenManager::builder`].
+pub struct TokenManagerBuilder {
+    source: Arc<dyn TokenSource>,
+    token: Option<Token>,
+    store: Option<Arc<dyn TokenStore>>,
+    clock: Arc<dyn Clock>,
+    spawner: Arc<dyn Spawn>,
+    request_policy: Option<RequestPolicy>,
+    refresh_policy: RefreshPolicy,
+}
+
+impl TokenManagerBuilder {
+    /// Starts with `token` (for example, the result of a code exchange). Without one,
+    /// the first request loads the store or asks the source.
+    pub fn token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// Persists every new token to `store` before it is used, and re-reads it before
+    /// each refresh so a token a peer process stored is adopted instead of refreshed.
+    pub fn store(mut self, store: impl TokenStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Reads time from `clock` (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Runs refreshes to completion with `spawner` (default: [`AmbientTokio`]).
+    pub fn spawner(mut self, spawner: impl Spawn + 'static) -> Self {
+        self.spawner = Arc::new(spawner);
+        self
+    }
+
+    /// Refreshes this long before expiry, capped at a tenth of the token's lifetime
+    /// (default: 5 minutes).
+    pub fn refresh_skew(mut self, skew: Duration) -> Self {
+        self.refresh_policy.skew = skew;
+        self
+    }
+
+    /// Backs off from `base` after the first failed refresh, doubling up to `max`
+    /// (defaults: [`DEFAULT_BACKOFF_BASE`], [`DEFAULT_BACKOFF_MAX`]). A server's
+    /// `Retry-After` is honoured when longer, up to
+    /// [`max_retry_after`](Self::max_retry_after).
+    pub fn backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.refresh_policy.backoff_base = base;
+        self.refresh_policy.backoff_max = max.max(base);
+        self
+    }
+
+    /// Spreads back-off delays with `jitter` (default: [`Jitter::equal`]).
+    pub fn backoff_jitter(mut self, jitter: Jitter) -> Self {
+        self.refresh_policy.jitter = jitter;
+        self
+    }
+
+    /// Honours a token endpoint's `Retry-After` up to `max` (default:
+    /// [`DEFAULT_BACKOFF_MAX`]); longer requests are treated as `max`, so one absurd
+    /// header cannot stop refreshing for years.
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.refresh_policy.max_retry_after = max;
+        self
+    }
+
+    /// While reauthorization is required, re-reads the store at most this often
+    /// (default: [`DEFAULT_STORE_RECHECK`]).
+    pub fn store_recheck(mut self, interval: Duration) -> Self {
+        self.refresh_policy.store_recheck = interval;
+        self
+    }
+
+    /// Which requests adapters put the token on (default: [`RequestPolicy::new`] for
+    /// the source's environment, or production if the source does not say).
+    pub fn request_policy(mut self, policy: RequestPolicy) -> Self {
+        self.request_policy = Some(policy);
+        self
+    }
+
+    /// Builds the manager.
+    pub fn build(self) -> TokenManager {
+        let request_policy = self.request_policy.unwrap_or_else(|| {
+            let environment = self.source.environment().cloned();
+            RequestPolicy::new(&environment.unwrap_or_else(Environment::production))
+        });
+        let inner = Inner {
+            cell: TokenCell::default(),
+            coarse: self.clock.coarse(),
+            clock: self.clock,
+            source: self.source,
+            state: Mutex::new(RefreshState::new(self.store.is_some())),
+            store: self.store,
+            spawner: self.spawner,
+            request_policy,
+            refresh_policy: self.refresh_policy,
+            last_store_error: Mutex::default(),
+            counters: Counters::default(),
+        };
+        if let Some(token) = self.token {
+            inner.cell.publish(token, inner.refresh_policy.skew);
+        }
+        TokenManager {
+            handle: Arc::new(Handle {
+                inner: Arc::new(inner),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for TokenManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenManagerBuilder")
+            .field("source", &self.source)
+            .field("store", &self.store)
+            .field("spawner", &self.spawner)
+            .field("refresh_policy", &self.refresh_policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenManager {
+    /// Starts configuring a manager that gets new tokens from `source`.
+    pub fn builder(source: impl TokenSource + 'static) -> TokenManagerBuilder {
+        TokenManagerBuilder {
+            source: Arc::new(source),
+            token: None,
+            store: None,
+            clock: Arc::new(SystemClock),
+            spawner: Arc::new(AmbientTokio),
+            request_policy: None,
+            refresh_policy: RefreshPolicy::default(),
+        }
+    }
+
+    /// The bearer header for the next request, refreshing first if needed.
+    ///
+    /// The decision is made when this is called: a refresh it starts runs even if the
+    /// returned future is dropped.
+    ///
+    /// # Errors
+    ///
+    /// When no usable token exists and none could be obtained: the refresh's error
+    /// (shared by all waiters), [`Error::BackingOff`] while a failed refresh cools
+    /// down, or [`Error::ReauthorizationRequired`].
+    #[inline]
+    pub fn bearer(&self) -> BearerFuture {
+        match self.fresh_bearer() {
+            Some(bearer) => BearerFuture::ready(Ok(bearer)),
+            None => self.handle.inner.bearer_slow(),
+        }
+    }
+
+    /// The bearer of the current token if it is fresh, without waiting: one atomic
+    /// load of the cell and one of the coarse clock. `None` means "call
+    /// [`bearer`](Self::bearer)".
+    #[inline]
+    pub fn fresh_bearer(&self) -> Option<Bearer> {
+        let inner = &self.handle.inner;
+        inner.cell.fresh_bearer(inner.coarse.millis())
+    }
+
+    /// Reports that the API answered 401 to a request that carried the token of
+    /// `generation`, and gives the bearer to replay it with, if any.
+    ///
+    /// The first 401 for the current token refreshes it (once, however many requests
+    /// report it); a 401 for a token that was already replaced is answered with the
+    /// current one, without a refresh. `Ok(None)` means: do not replay, return the 401.
+    ///
+    /// # Errors
+    ///
+    /// As [`bearer`](Self::bearer).
+    pub fn rejected(&self, generation: Generation) -> RejectedFuture {
+        let inner = &self.handle.inner;
+        bump(&inner.counters.rejections);
+        tracing::debug!(
+            generation = generation.get(),
+            "procore token rejected with 401"
+        );
+        RejectedFuture {
+            bearer: inner.decide(|state, view, now, policy, start| {
+                state.on_rejected(view, generation, now, policy, start)
+            }),
+            rejected: generation,
+        }
+    }
+
+    /// Replaces the token (after a new authorization, for example), saving it to the
+    /// store first, and clears any back-off or reauthorization-required state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if saving failed. The token is in use even then.
+    pub async fn set_token(&self, token: Token) -> Result<Bearer, Error> {
+        let inner = &self.handle.inner;
+        let saved = match &inner.store {
+            Some(store) => store.save(&token, None).await,
+            None => Ok(()),
+        };
+        let bearer = {
+            let mut state = inner.lock_state();
+            state.on_token_set();
+            let published = inner.cell.publish(token, inner.refresh_policy.skew);
+            published.bearer.clone()
+        };
+        match saved {
+            Ok(()) => Ok(bearer),
+            Err(error) => Err(inner.store_failed(error).into()),
+        }
+    }
+
+    /// A copy of the current token, if any (for revoking it, for example).
+    pub fn token(&self) -> Option<Token> {
+        self.handle
+            .inner
+            .cell
+            .load_full()
+            .map(|published| published.token.clone())
+    }
+
+    /// Which requests adapters put the token on.
+    pub fn policy(&self) -> &RequestPolicy {
+        &self.handle.inner.request_policy
+    }
+
+    /// The counters so far.
+    pub fn metrics(&self) -> Metrics {
+        let counters = &self.handle.inner.counters;
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Metrics {
+            refreshes: read(&counters.refreshes),
+            refresh_failures: read(&counters.refresh_failures),
+            rejections: read(&counters.rejections),
+            store_adoptions: read(&counters.store_adoptions),
+            store_failures: read(&counters.store_failures),
+        }
+    }
+
+    /// The last token-store failure, if the last store operation failed.
+    pub fn last_store_error(&self) -> Option<StoreError> {
+        self.handle
+            .inner
+            .last_store_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The future returned by [`TokenManager::bearer`].
+///
+/// Ready at once for a fresh token; otherwise it waits on the one shared refresh
+/// (no allocation per waiter).
+#[must_use = "futures do nothing unless polled"]
+pub struct BearerFuture {
+    state: Waiting,
+}
+
+enum Waiting {
+    Ready(Option<Result<Bearer, Error>>),
+    Refresh {
+        refresh: SharedRefresh,
+        /// A still-valid token to use if the refresh fails.
+        fallback: Option<Bearer>,
+    },
+}
+
+impl BearerFuture {
+    fn ready(result: Result<Bearer, Error>) -> Self {
+        Self {
+            state: Waiting::Ready(Some(result)),
+        }
+    }
+}
+
+impl Future for BearerFuture {
+    type Output = Result<Bearer, Error>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.state {
+            Waiting::Ready(result) => match result.take() {
+                Some(result) => Poll::Ready(result),
+                None => panic!("BearerFuture polled after completion"),
+            },
+            Waiting::Refresh { refresh, fallback } => {
+                let result = std::task::ready!(Pin::new(refresh).poll(cx));
+                Poll::Ready(result.or_else(|error| fallback.take().ok_or(error)))
+            }
+        }
+    }
+}
+
+impl fmt::Debug for BearerFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            Waiting::Ready(_) => "ready",
+            Waiting::Refresh { .. } => "waiting for a refresh",
+        };
+        f.debug_struct("BearerFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// The future returned by [`TokenManager::rejected`]: the bearer to replay with, if
+/// the rejected token was (or is being) replaced.
+#[must_use = "futures do nothing unless polled"]
+#[derive(Debug)]
+pub struct RejectedFuture {
+    bearer: BearerFuture,
+    rejected: Generation,
+}
+
+impl Future for RejectedFuture {
+    type Output = Result<Option<Bearer>, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let rejected = self.rejected;
+        Pin::new(&mut self.bearer)
+            .poll(cx)
+            .map(|result| result.map(|bearer| (bearer.generation() != rejected).then_some(bearer)))
+    }
+}
+
+impl fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.handle.inner;
+        f.debug_struct("TokenManager")
+            .field(
+                "generation",
+                &inner.cell.load_full().map(|current| current.generation()),
+            )
+            .field("source", &inner.source)
+            .field("store", &inner.store)
+            .field("policy", &inner.request_policy)
+            .field("metrics", &self.metrics())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn lock_state(&self) -> MutexGuard<'_, RefreshState<SharedRefresh>> {
+        // Transitions only assign whole phases, so the state stays consistent even if
+        // a holder panicked.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bearer_slow(self: &Arc<Self>) -> BearerFuture {
+        self.decide(|state, view, now, policy, start| state.on_bearer(view, now, policy, start))
+    }
+
+    /// Runs `transition` on the current token under the state lock (so no refresh
+    /// can publish between reading the token and deciding) and follows its step.
+    fn decide(
+        self: &Arc<Self>,
+        transition: impl FnOnce(
+            &mut RefreshState<SharedRefresh>,
+            Option<TokenView>,
+            Duration,
+            &RefreshPolicy,
+            &mut dyn FnMut(state::Reason) -> SharedRefresh,
+        ) -> Step<SharedRefresh>,
+    ) -> BearerFuture {
+        let wall = self.clock.now();
+        let monotonic = self.clock.monotonic();
+        let mut state = self.lock_state();
+        let current = self.cell.load_full();
+        let view = current.as_deref().map(|published| view(published, wall));
+        let mut start = |reason| self.start_refresh(reason, current.clone());
+        let step = transition(
+            &mut state,
+            view,
+            monotonic,
+            &self.refresh_policy,
+            &mut start,
+        );
+        drop(state);
+        let current = current.map(|published| published.bearer.clone());
+        match (step, current) {
+            (Step::UseCurrent, Some(bearer)) => BearerFuture::ready(Ok(bearer)),
+            (Step::UseCurrentWhile(refresh), Some(bearer)) => {
+                // Don't wait for a refresh ahead of expiry, but take its result if it
+                // is ready, and help it along if nothing else drives it.
+                let refreshed = refresh.now_or_never().and_then(Result::ok);
+                BearerFuture::ready(Ok(refreshed.unwrap_or(bearer)))
+            }
+            (Step::Wait { refresh, fallback }, current) => BearerFuture {
+                state: Waiting::Refresh {
+                    refresh,
+                    fallback: current.filter(|_| fallback),
+                },
+            },
+            (Step::Fail(error), _) => BearerFuture::ready(Err(error)),
+            // The transitions use the current token only when there is one.
+            (Step::UseCurrent | Step::UseCurrentWhile(_), None) => {
+                BearerFuture::ready(Err(Error::ReauthorizationRequired {
+                    reason: ReauthorizationReason::NoToken,
+                }))
+            }
+        }
+    }
+
+    /// Starts the single refresh. Called under the state lock, so no second refresh
+    /// can start; the spawner drives it to the end even if every waiter goes away.
+    fn start_refresh(
+        self: &Arc<Self>,
+        reason: state::Reason,
+        from: Option<Arc<Published>>,
+    ) -> SharedRefresh {
+        let inner = Arc::clone(self);
+        let refresh = async move { inner.run_refresh(reason, from).await }
+            .boxed()
+            .shared();
+        if self
+            .spawner
+            .spawn(refresh.clone().map(drop).boxed())
+            .is_err()
+        {
+            tracing::debug!(
+                "no spawner available; the procore token refresh is driven by its waiters"
+            );
+        }
+        refresh
+    }
+
+    fn store_failed(&self, error: StoreError) -> StoreError {
+        bump(&self.counters.store_failures);
+        tracing::warn!(%error, "procore token store failed; the token is still used in memory");
+        *self
+            .last_store_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(error.clone());
+        error
+    }
+
+    fn store_succeeded(&self) {
+        *self
+            .last_store_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+}
+
+/// How the published token looks at wall-clock time `now`.
+fn view(published: &Published, now: SystemTime) -> TokenView {
+    let freshness = if unix_millis(now) < published.refresh_at_millis {
+        Freshness::Fresh
+    } else if published.token.is_expired_at(now) {
+        Freshness::Expired
+    } else {
+        Freshness::Due
+    };
+    TokenView {
+        generation: published.generation(),
+        freshness,
+    }
+}
+
+#[cfg(test)]
+mod tests;

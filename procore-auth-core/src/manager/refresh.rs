@@ -1,0 +1,234 @@
+//! The async work of one refresh: read the store, call the source, save before
+//! publishing. Started by the transitions in `state.rs`, reported back to them.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::FutureExt;
+
+use super::state::{Finished, Outcome, Reason};
+use super::{bump, Inner};
+use crate::cell::Published;
+use crate::clock::unix_millis;
+use crate::error::ReauthorizationReason;
+use crate::{Bearer, Error, Generation, Token};
+
+/// A failed attempt, and the credentials the source refused if it refused any.
+struct Failure {
+    error: Error,
+    refused: Option<Token>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            refused: None,
+        }
+    }
+}
+
+impl Inner {
+    pub(super) async fn run_refresh(
+        self: Arc<Self>,
+        reason: Reason,
+        from: Option<Arc<Published>>,
+    ) -> Result<Bearer, Error> {
+        let from_generation = from.as_ref().map(|from| from.generation());
+        tracing::debug!(
+            generation = from_generation.map(Generation::get),
+            reason = reason.as_str(),
+            "procore token refresh started"
+        );
+        let from_token = from.as_ref().map(|from| &from.token);
+        let attempt = match &reason {
+            Reason::StoreRecheck { error, burnt } => {
+                self.recheck_store(error, burnt.as_ref()).await
+            }
+            // A panicking user-supplied source or store must not leave the refresh
+            // running forever.
+            _ => AssertUnwindSafe(self.obtain_token(from_token))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(Error::SourcePanicked.into())),
+        };
+        self.finish(reason, from_generation, attempt)
+    }
+
+    /// Gets the next token: a newer one from the store if a peer saved one, else from
+    /// the source, persisting the result before it is published.
+    async fn obtain_token(&self, from: Option<&Token>) -> Result<Token, Failure> {
+        let stored = self.load_store().await;
+        let newer_stored = stored
+            .as_ref()
+            .and_then(Option::as_ref)
+            .filter(|stored| is_newer(stored, from));
+        let now = self.clock.now();
+        if let Some(newer) = newer_stored {
+            if !newer.is_expired_at(now) {
+                bump(&self.counters.store_adoptions);
+                tracing::info!("adopted a newer procore token from the token store");
+                return Ok(newer.clone());
+            }
+        }
+        // Refresh from the newest pair we know of; compare-and-swap against what the
+        // store held when we read it.
+        let base = newer_stored.or(from);
+        let expected = match &stored {
+            Some(stored) => stored.as_ref(),
+            None => from,
+        };
+        match self.source.fetch(base, &*self.clock).await {
+            Ok(token) => {
+                self.save_store(&token, expected).await;
+                Ok(token)
+            }
+            Err(error) if error.is_invalid_grant() => {
+                // A peer may have rotated the pair after we read the store.
+                if let Some(Some(peer)) = self.load_store().await {
+                    if base.is_none_or(|base| !peer.same_credentials(base)) {
+                        bump(&self.counters.store_adoptions);
+                        tracing::info!("refresh token was rejected; adopted a peer's token");
+                        return Ok(peer);
+                    }
+                }
+                let description = match &error {
+                    Error::TokenEndpoint {
+                        error: Some(error), ..
+                    } => error.description.clone(),
+                    _ => None,
+                };
+                Err(Failure {
+                    error: Error::ReauthorizationRequired {
+                        reason: ReauthorizationReason::InvalidGrant { description },
+                    },
+                    refused: base.cloned(),
+                })
+            }
+            Err(error @ Error::ReauthorizationRequired { .. }) => Err(Failure {
+                error,
+                refused: base.cloned(),
+            }),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// While reauthorization is required: adopts (or refreshes from) a pair a peer
+    /// saved, if the store holds one other than the `burnt` credentials.
+    async fn recheck_store(&self, error: &Error, burnt: Option<&Token>) -> Result<Token, Failure> {
+        let unchanged = || Failure {
+            error: error.clone(),
+            refused: burnt.cloned(),
+        };
+        let Some(Some(stored)) = self.load_store().await else {
+            return Err(unchanged());
+        };
+        if burnt.is_some_and(|burnt| stored.same_credentials(burnt)) {
+            return Err(unchanged());
+        }
+        if !stored.is_expired_at(self.clock.now()) {
+            bump(&self.counters.store_adoptions);
+            tracing::info!(
+                "adopted a procore token a peer saved while reauthorization was required"
+            );
+            return Ok(stored);
+        }
+        AssertUnwindSafe(self.obtain_token(Some(&stored)))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(Error::SourcePanicked.into()))
+    }
+
+    /// `None` if there is no store or it could not be read.
+    async fn load_store(&self) -> Option<Option<Token>> {
+        let store = self.store.as_ref()?;
+        match store.load().await {
+            Ok(stored) => Some(stored),
+            Err(error) => {
+                self.store_failed(error);
+                None
+            }
+        }
+    }
+
+    async fn save_store(&self, token: &Token, expected: Option<&Token>) {
+        if let Some(store) = &self.store {
+            match store.save(token, expected).await {
+                Ok(()) => self.store_succeeded(),
+                Err(error) => {
+                    self.store_failed(error);
+                }
+            }
+        }
+    }
+
+    /// Publishes the result and moves the state machine on, under the state lock.
+    fn finish(
+        &self,
+        reason: Reason,
+        from_generation: Option<Generation>,
+        attempt: Result<Token, Failure>,
+    ) -> Result<Bearer, Error> {
+        let now = self.clock.monotonic();
+        let reason_name = reason.as_str();
+        let recheck = matches!(reason, Reason::StoreRecheck { .. });
+        let mut state = self.lock_state();
+        // `set_token` may have published a token meanwhile; a failure of this refresh
+        // then says nothing about the current token.
+        let still_current =
+            self.cell.load_full().map(|current| current.generation()) == from_generation;
+        match attempt {
+            Ok(token) => {
+                // Published even if `set_token` ran meanwhile: this token's refresh
+                // token is the only live one of its rotation chain.
+                let published = self.cell.publish(token, self.refresh_policy.skew);
+                bump(&self.counters.refreshes);
+                state.on_finished(reason, Outcome::Refreshed, true, now, &self.refresh_policy);
+                tracing::info!(
+                    generation = published.generation().get(),
+                    reason = reason_name,
+                    "procore token refreshed"
+                );
+                Ok(published.bearer.clone())
+            }
+            Err(Failure { error, refused }) => {
+                if !recheck {
+                    bump(&self.counters.refresh_failures);
+                }
+                let outcome = Outcome::Failed {
+                    error: &error,
+                    refused: refused.as_ref(),
+                };
+                let finished =
+                    state.on_finished(reason, outcome, still_current, now, &self.refresh_policy);
+                if finished == Finished::Withdraw {
+                    self.cell.clear();
+                }
+                if recheck {
+                    tracing::debug!("the token store holds no new procore token");
+                } else if !still_current {
+                    tracing::warn!(%error, "procore token refresh failed after the token was replaced");
+                } else if matches!(error, Error::ReauthorizationRequired { .. }) {
+                    tracing::error!(%error, "procore token cannot be refreshed; the user must authorize again");
+                } else {
+                    tracing::warn!(%error, reason = reason_name, "procore token refresh failed");
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Whether `stored` should replace `current`: it differs and is not older. (The store
+/// keeps whole seconds, so "not older" is judged in whole seconds.)
+fn is_newer(stored: &Token, current: Option<&Token>) -> bool {
+    current.is_none_or(|current| {
+        !stored.same_credentials(current)
+            && unix_seconds(stored.issued_at()) >= unix_seconds(current.issued_at())
+    })
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    unix_millis(time) / 1000
+}
