@@ -31,101 +31,84 @@ pin_project! {
     where
         S: Service<Request<B>>,
     {
-        /// Waiting for a token before the first call.
+        // Waiting for a token before the first call.
         Authorizing { waiting: Box<Authorizing<S, B>> },
-        /// The first call; `judging` is `None` for a request without our token.
-        Calling {
-            #[pin]
-            call: S::Future,
-            judging: Option<Box<Judging<S, B>>>,
-        },
-        /// A 401 reported to the manager, waiting for the token to replay with.
+        // The first call; `then` is `None` for a request without our token.
+        Calling { #[pin] call: S::Future, then: Option<Box<Then<S, B>>> },
+        // A 401 reported to the manager, waiting for the token to replay with.
         Rejecting { rejecting: Box<Rejecting<S, B>> },
-        /// Waiting for the replay's service to be ready.
-        ReadyingReplay { readying: Box<Readying<S, B>> },
-        /// The replay's call; its response is final.
+        // Waiting for the replay's service to be ready.
+        ReadyingReplay { replay: Box<Replay<S, B>> },
+        // The replay's call: its response is final.
         Replaying { #[pin] call: S::Future },
         Done,
     }
 }
 
-/// A copy of the request and a service to send it with, for the one replay.
+/// A copy of the request and a service to send it with, for the one replay. The
+/// request is taken when the replay is sent.
 pub(crate) struct Replay<S, B> {
-    pub(crate) request: Request<B>,
-    pub(crate) service: S,
-}
-
-/// A replay whose service is being made ready. `request` is taken for the call.
-struct Readying<S, B> {
-    service: S,
     request: Option<Request<B>>,
+    service: S,
 }
 
-/// A request waiting for a token, with the ready service to send it and the copy kept
-/// for a replay. `send` is taken when the token arrives.
+impl<S, B> Replay<S, B> {
+    pub(crate) fn new(request: Request<B>, service: S) -> Self {
+        let request = Some(request);
+        Self { request, service }
+    }
+}
+
+/// A request waiting for a token, and the ready service for it (kept for the replay,
+/// when there is a copy to replay). `send` is taken when the token arrives.
 struct Authorizing<S, B> {
     token: AuthorizeFuture,
     manager: TokenManager,
-    send: Option<Send<S, B>>,
+    send: Option<(Request<B>, S, Option<Request<B>>)>,
 }
 
-struct Send<S, B> {
-    request: Request<B>,
-    service: S,
-    copy: Option<Request<B>>,
-}
-
-/// What judging the first response needs.
-struct Judging<S, B> {
+/// What a request that carried our token needs after its first call.
+struct Then<S, B> {
     manager: TokenManager,
     authorized: Authorized,
     replay: Option<Replay<S, B>>,
 }
 
-/// A rejected response and what replaying it needs. `then` is taken when the
-/// manager answers.
+/// A 401 being judged; `response` is taken when the manager answers.
 struct Rejecting<S: Service<Request<B>>, B> {
     replay_with: ReplayFuture,
-    then: Option<(TokenManager, S::Response, Option<Replay<S, B>>)>,
+    response: Option<S::Response>,
+    then: Then<S, B>,
 }
 
 const COMPLETED: &str = "ResponseFuture polled after completion";
 
-impl<S, B> ResponseFuture<S, B>
-where
-    S: Service<Request<B>>,
-{
+impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
     /// A request that does not get our token: only the inner call.
     pub(crate) fn untouched(call: S::Future) -> Self {
-        Self {
-            state: State::Calling {
-                call,
-                judging: None,
-            },
-        }
+        let state = State::Calling { call, then: None };
+        Self { state }
     }
 
-    /// The token was fresh and the request is on its way.
+    /// A request on its way with a fresh token.
     pub(crate) fn calling(
         call: S::Future,
         manager: &TokenManager,
         authorized: Authorized,
         replay: Option<Replay<S, B>>,
     ) -> Self {
+        let manager = manager.clone();
+        let then = Some(Box::new(Then {
+            manager,
+            authorized,
+            replay,
+        }));
         Self {
-            state: State::Calling {
-                call,
-                judging: Some(Box::new(Judging {
-                    manager: manager.clone(),
-                    authorized,
-                    replay,
-                })),
-            },
+            state: State::Calling { call, then },
         }
     }
 
-    /// Waits for a token, then calls `ready` (a service already made ready), which is
-    /// kept for the replay if there is a `copy` to replay.
+    /// Waits for a token, then calls `ready` (a service already made ready).
     pub(crate) fn authorizing(
         token: AuthorizeFuture,
         manager: &TokenManager,
@@ -133,18 +116,14 @@ where
         ready: S,
         copy: Option<Request<B>>,
     ) -> Self {
+        let (manager, send) = (manager.clone(), Some((request, ready, copy)));
+        let waiting = Box::new(Authorizing {
+            token,
+            manager,
+            send,
+        });
         Self {
-            state: State::Authorizing {
-                waiting: Box::new(Authorizing {
-                    token,
-                    manager: manager.clone(),
-                    send: Some(Send {
-                        request,
-                        service: ready,
-                        copy,
-                    }),
-                }),
-            },
+            state: State::Authorizing { waiting },
         }
     }
 }
@@ -160,66 +139,53 @@ where
             let mut state = self.as_mut().project().state;
             let next = match state.as_mut().project() {
                 StateProj::Authorizing { waiting } => {
-                    let authorized =
-                        ready!(Pin::new(&mut waiting.token).poll(cx)).map_err(Error::Auth)?;
-                    let Send {
-                        mut request,
-                        mut service,
-                        copy,
-                    } = waiting.send.take().expect(COMPLETED);
+                    let authorized = ready!(Pin::new(&mut waiting.token).poll(cx));
+                    let (mut request, mut service, copy) = waiting.send.take().expect(COMPLETED);
+                    let authorized = authorized.map_err(Error::Auth)?;
                     waiting.manager.attach(&authorized, request.headers_mut());
                     let call = service.call(request);
+                    let then = Box::new(Then {
+                        manager: waiting.manager.clone(),
+                        authorized,
+                        replay: copy.map(|copy| Replay::new(copy, service)),
+                    });
                     State::Calling {
                         call,
-                        judging: Some(Box::new(Judging {
-                            manager: waiting.manager.clone(),
-                            authorized,
-                            replay: copy.map(|request| Replay { request, service }),
-                        })),
+                        then: Some(then),
                     }
                 }
-                StateProj::Calling { call, judging } => {
+                StateProj::Calling { call, then } => {
                     let response = ready!(call.poll(cx)).map_err(Error::Service)?;
-                    let rejected = judging.take().and_then(|judging| {
-                        let Judging {
-                            manager,
-                            authorized,
-                            replay,
-                        } = *judging;
-                        let replay_with = manager.judge(&authorized, response.status())?;
-                        Some((replay_with, manager, replay))
+                    let judged = then.take().and_then(|then| {
+                        let replay_with = then.manager.judge(&then.authorized, response.status());
+                        Some((replay_with?, then))
                     });
-                    match rejected {
-                        Some((replay_with, manager, replay)) => State::Rejecting {
-                            rejecting: Box::new(Rejecting {
-                                replay_with,
-                                then: Some((manager, response, replay)),
-                            }),
-                        },
-                        None => {
-                            state.set(State::Done);
-                            return Poll::Ready(Ok(response));
-                        }
-                    }
+                    let Some((replay_with, then)) = judged else {
+                        state.set(State::Done);
+                        return Poll::Ready(Ok(response));
+                    };
+                    let response = Some(response);
+                    let then = *then;
+                    let rejecting = Box::new(Rejecting {
+                        replay_with,
+                        response,
+                        then,
+                    });
+                    State::Rejecting { rejecting }
                 }
                 StateProj::Rejecting { rejecting } => {
-                    let replacement = ready!(Pin::new(&mut rejecting.replay_with).poll(cx))
-                        .map_err(Error::Auth)?;
-                    let (manager, response, replay) = rejecting.then.take().expect(COMPLETED);
-                    match (replacement, replay) {
-                        (
-                            Some(authorized),
-                            Some(Replay {
-                                mut request,
-                                service,
-                            }),
-                        ) => {
-                            manager.attach(&authorized, request.headers_mut());
+                    let replacement = ready!(Pin::new(&mut rejecting.replay_with).poll(cx));
+                    let response = rejecting.response.take().expect(COMPLETED);
+                    let replacement = replacement.map_err(Error::Auth)?;
+                    match (replacement, rejecting.then.replay.take()) {
+                        (Some(authorized), Some(mut replay)) => {
+                            let request = replay.request.as_mut().expect(COMPLETED);
+                            rejecting
+                                .then
+                                .manager
+                                .attach(&authorized, request.headers_mut());
                             State::ReadyingReplay {
-                                readying: Box::new(Readying {
-                                    service,
-                                    request: Some(request),
-                                }),
+                                replay: Box::new(replay),
                             }
                         }
                         // Not replayable, or the manager advises against it: the
@@ -230,11 +196,11 @@ where
                         }
                     }
                 }
-                StateProj::ReadyingReplay { readying } => {
-                    ready!(readying.service.poll_ready(cx)).map_err(Error::Service)?;
-                    let request = readying.request.take().expect(COMPLETED);
+                StateProj::ReadyingReplay { replay } => {
+                    ready!(replay.service.poll_ready(cx)).map_err(Error::Service)?;
+                    let request = replay.request.take().expect(COMPLETED);
                     State::Replaying {
-                        call: readying.service.call(request),
+                        call: replay.service.call(request),
                     }
                 }
                 StateProj::Replaying { call } => {
@@ -249,22 +215,8 @@ where
     }
 }
 
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
-where
-    S: Service<Request<B>>,
-{
+impl<S: Service<Request<B>>, B> fmt::Debug for ResponseFuture<S, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Authorizing { .. } => "authorizing",
-            State::Calling { judging: None, .. } => "calling (no token)",
-            State::Calling { .. } => "calling",
-            State::Rejecting { .. } => "rejecting",
-            State::ReadyingReplay { .. } => "readying replay",
-            State::Replaying { .. } => "replaying",
-            State::Done => "done",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish_non_exhaustive()
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }

@@ -85,10 +85,8 @@ where
                 // Copied before the header goes on: a replay gets the new token anyway.
                 // The clone of the service is only needed to replay; it is made ready
                 // when used.
-                let replay = self.replay.clone_request(&request).map(|request| Replay {
-                    request,
-                    service: self.inner.clone(),
-                });
+                let replay = self.replay.clone_request(&request);
+                let replay = replay.map(|copy| Replay::new(copy, self.inner.clone()));
                 self.manager.attach(&authorized, request.headers_mut());
                 let call = self.inner.call(request);
                 ResponseFuture::calling(call, &self.manager, authorized, replay)

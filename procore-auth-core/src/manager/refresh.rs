@@ -15,17 +15,18 @@ use crate::error::ReauthorizationReason;
 use crate::{Bearer, Error, Generation, Token};
 
 /// A failed attempt, and the credentials the source refused if it refused any.
+/// (Boxed: the refresh path can afford it, and results stay small.)
 struct Failure {
     error: Error,
     refused: Option<Token>,
 }
 
-impl From<Error> for Failure {
+impl From<Error> for Box<Failure> {
     fn from(error: Error) -> Self {
-        Self {
+        Box::new(Failure {
             error,
             refused: None,
-        }
+        })
     }
 }
 
@@ -58,7 +59,7 @@ impl Inner {
 
     /// Gets the next token: a newer one from the store if a peer saved one, else from
     /// the source, persisting the result before it is published.
-    async fn obtain_token(&self, from: Option<&Token>) -> Result<Token, Failure> {
+    async fn obtain_token(&self, from: Option<&Token>) -> Result<Token, Box<Failure>> {
         let stored = self.load_store().await;
         let newer_stored = stored
             .as_ref()
@@ -99,27 +100,33 @@ impl Inner {
                     } => error.description.clone(),
                     _ => None,
                 };
-                Err(Failure {
+                Err(Box::new(Failure {
                     error: Error::ReauthorizationRequired {
                         reason: ReauthorizationReason::InvalidGrant { description },
                     },
                     refused: base.cloned(),
-                })
+                }))
             }
-            Err(error @ Error::ReauthorizationRequired { .. }) => Err(Failure {
+            Err(error @ Error::ReauthorizationRequired { .. }) => Err(Box::new(Failure {
                 error,
                 refused: base.cloned(),
-            }),
+            })),
             Err(error) => Err(error.into()),
         }
     }
 
     /// While reauthorization is required: adopts (or refreshes from) a pair a peer
     /// saved, if the store holds one other than the `burnt` credentials.
-    async fn recheck_store(&self, error: &Error, burnt: Option<&Token>) -> Result<Token, Failure> {
-        let unchanged = || Failure {
-            error: error.clone(),
-            refused: burnt.cloned(),
+    async fn recheck_store(
+        &self,
+        error: &Error,
+        burnt: Option<&Token>,
+    ) -> Result<Token, Box<Failure>> {
+        let unchanged = || {
+            Box::new(Failure {
+                error: error.clone(),
+                refused: burnt.cloned(),
+            })
         };
         let Some(Some(stored)) = self.load_store().await else {
             return Err(unchanged());
@@ -168,7 +175,7 @@ impl Inner {
         &self,
         reason: Reason,
         from_generation: Option<Generation>,
-        attempt: Result<Token, Failure>,
+        attempt: Result<Token, Box<Failure>>,
     ) -> Result<Bearer, Error> {
         let now = self.clock.monotonic();
         let reason_name = reason.as_str();
@@ -192,7 +199,8 @@ impl Inner {
                 );
                 Ok(published.bearer.clone())
             }
-            Err(Failure { error, refused }) => {
+            Err(failure) => {
+                let Failure { error, refused } = *failure;
                 if !recheck {
                     bump(&self.counters.refresh_failures);
                 }
