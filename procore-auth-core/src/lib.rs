@@ -11,8 +11,11 @@
 //!   a rotated refresh token is saved before it is used and never lost;
 //! - [`OAuthClient`]: a sans-IO client that builds `http::Request`s for Procore's
 //!   endpoints and parses their `http::Response`s;
-//! - [`RequestPolicy`]: which requests get the token and when to replay, shared by
-//!   the `procore-auth-tower` and `procore-auth-reqwest` adapters.
+//! - [`RequestPolicy`] and the per-request protocol ([`TokenManager::authorize`],
+//!   [`TokenManager::attach`], [`TokenManager::judge`]): which requests get the token
+//!   and when to replay, driven by the `procore-auth-tower` and `procore-auth-reqwest`
+//!   adapters, which hold no decisions of their own;
+//! - [`Spawn`]: where a refresh runs to completion once nobody waits for it.
 //!
 //! An adapter implements [`Transport`] for its HTTP client and asks the manager for a
 //! header before every request:
@@ -45,13 +48,19 @@
 //! let manager = TokenManager::builder(RefreshTokenGrant::new(client, MyHttpClient)).build();
 //!
 //! # async fn send_with(manager: TokenManager) -> Result<(), Box<dyn std::error::Error>> {
-//! let bearer = manager.bearer().await?;
+//! use procore_auth_core::Authorize;
+//!
 //! let mut request = http::Request::get("https://api.procore.com/rest/v1.0/me").body(())?;
-//! if manager.policy().should_attach(request.uri(), request.headers()) {
-//!     manager.policy().attach(request.headers_mut(), &bearer);
+//! let authorized = match manager.authorize(request.uri(), request.headers()) {
+//!     Authorize::Skip => None,
+//!     Authorize::Ready(authorized) => Some(authorized),
+//!     Authorize::Pending(waiting) => Some(waiting.await?),
+//! };
+//! if let Some(authorized) = &authorized {
+//!     manager.attach(authorized, request.headers_mut());
 //! }
-//! // ... send; on a 401, `manager.rejected(bearer.generation())` gives the header to
-//! // replay with (once).
+//! // ... send; then `manager.judge(&authorized, status)` says whether to replay (once)
+//! // and gives the token to replay with.
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]

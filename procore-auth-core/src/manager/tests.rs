@@ -255,9 +255,17 @@ async fn thousand_concurrent_rejections_of_one_generation_make_one_refresh() {
         })
         .collect();
     // Hold the token call until every task has reported its 401.
-    while manager.metrics().rejections < 1000 {
+    for _ in 0..100_000 {
+        if manager.metrics().rejections == 1000 {
+            break;
+        }
         tokio::task::yield_now().await;
     }
+    assert_eq!(
+        manager.metrics().rejections,
+        1000,
+        "not every task reported"
+    );
     gate.add_permits(Semaphore::MAX_PERMITS);
     for task in tasks {
         let replay = task
