@@ -34,8 +34,9 @@ mod setup;
 
 pub use client::{get, post, post_streaming, Adapter, Client, Reply};
 pub use setup::{
-    authorized_manager, authorized_manager_with_timeout, frozen_clock, me, oauth, token_transport,
-    wait_until, BACKOFF_BASE, BACKOFF_MAX, TOKEN_CALL_TIMEOUT, WAIT_LIMIT, WAIT_POLL,
+    adapter_token_transport, authorized_manager, authorized_manager_with_timeout, frozen_clock, me,
+    oauth, token_transport, wait_until, BACKOFF_BASE, BACKOFF_MAX, TOKEN_CALL_TIMEOUT, WAIT_LIMIT,
+    WAIT_POLL,
 };
 
 /// Turns one scenario into one test per adapter.

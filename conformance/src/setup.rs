@@ -1,14 +1,21 @@
 //! Managers holding a real user token from the emulator, and the numbers scenarios
 //! share.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioExecutor;
 use procore_auth_core::{
     AuthorizationCode, ClientSecret, Clock, Environment, ManualClock, OAuthClient,
-    RefreshTokenGrant, SystemClock, TokenManager, TokenManagerBuilder,
+    RefreshTokenGrant, SystemClock, TokenManager, TokenManagerBuilder, Transport,
 };
 use procore_auth_reqwest::ReqwestTransport;
 use procore_auth_testkit::Emulator;
+use procore_auth_tower::TowerTransport;
+
+use crate::Adapter;
 
 /// Token calls give up after this long, unless a scenario wants a hang to end sooner
 /// (generous: a debug-build emulator takes a while to produce a 10 MiB body).
@@ -47,6 +54,28 @@ pub fn token_transport(timeout: Duration) -> ReqwestTransport {
             .build()
             .expect("a reqwest client"),
     )
+}
+
+/// The adapter's own transport for token calls, giving up after `timeout`, as its
+/// users would set it up: for [`Adapter::Tower`], `TowerTransport` over a plain
+/// `hyper_util` client under `tower::timeout::Timeout`; for [`Adapter::Reqwest`],
+/// [`token_transport`]. (Scenarios that are not about the transport use
+/// [`token_transport`] for both.)
+///
+/// # Panics
+///
+/// If reqwest cannot build a client.
+pub fn adapter_token_transport(adapter: Adapter, timeout: Duration) -> Arc<dyn Transport> {
+    match adapter {
+        Adapter::Tower => {
+            let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .build_http::<Full<Bytes>>();
+            Arc::new(TowerTransport::new(tower::timeout::Timeout::new(
+                http, timeout,
+            )))
+        }
+        Adapter::Reqwest => Arc::new(token_transport(timeout)),
+    }
 }
 
 /// A manager holding a user token from a real authorization-code exchange, refreshing

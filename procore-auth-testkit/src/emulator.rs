@@ -49,9 +49,12 @@ pub struct TokenGrant {
     pub access_token: String,
     /// The single-use refresh token; `None` for client-credentials tokens.
     pub refresh_token: Option<String>,
-    /// Seconds the access token lives from `created_at`.
+    /// Seconds the access token lives from `created_at`, as the token response claims (the
+    /// server may stop accepting it earlier: see [`EmulatorBuilder::expire_early`] and
+    /// [`EmulatorBuilder::floor_issue_times`]).
     pub expires_in: u64,
-    /// When the token was minted, in Unix seconds on the emulator's (shifted) clock.
+    /// When the token was minted, in whole Unix seconds (floored) on the emulator's (shifted)
+    /// clock. Token responses leave it out with [`EmulatorBuilder::floor_issue_times`].
     pub created_at: i64,
 }
 
@@ -141,9 +144,11 @@ impl Emulator {
     }
 
     /// Mints a live access + refresh token pair for the default client's user, as an
-    /// authorization-code grant would, without a token-endpoint call (no counter moves).
+    /// authorization-code grant would, without a token-endpoint call (no counter moves). The
+    /// expiry knobs ([`EmulatorBuilder::expire_early`],
+    /// [`EmulatorBuilder::floor_issue_times`]) apply to it as to every grant.
     pub fn issue_token(&self) -> TokenGrant {
-        let now = self.shared.now();
+        let now = self.shared.now_millis();
         let config = &self.shared.config;
         self.shared
             .lock()
@@ -198,6 +203,8 @@ pub struct EmulatorBuilder {
     clock_offset_secs: i64,
     latency: HashMap<Route, Duration>,
     forbidden_company: Option<u64>,
+    floor_issue_times: bool,
+    expire_early: Duration,
 }
 
 impl Default for EmulatorBuilder {
@@ -209,6 +216,8 @@ impl Default for EmulatorBuilder {
             clock_offset_secs: 0,
             latency: HashMap::new(),
             forbidden_company: None,
+            floor_issue_times: false,
+            expire_early: Duration::ZERO,
         }
     }
 }
@@ -216,8 +225,55 @@ impl Default for EmulatorBuilder {
 impl EmulatorBuilder {
     /// The lifetime of access tokens, reported as `expires_in` (whole seconds; default
     /// 5400 s). [`Duration::ZERO`] mints tokens that are already expired.
+    ///
+    /// By default a token is accepted until exactly `expires_in` after the instant it was
+    /// minted, with millisecond precision, as Procore (Doorkeeper, which stores sub-second
+    /// timestamps) does, while the response's `created_at` is that instant floored to whole
+    /// seconds: a client computing `created_at + expires_in` expires its token up to a second
+    /// *before* the server does, never after. [`floor_issue_times`](Self::floor_issue_times) and
+    /// [`expire_early`](Self::expire_early) make the server expire tokens sooner than that.
     pub fn access_token_lifetime(mut self, lifetime: Duration) -> Self {
         self.access_token_lifetime = lifetime;
+        self
+    }
+
+    /// Models an independent RFC 6749 server that keeps issue times in whole seconds
+    /// (default: off). When on, for access tokens from every grant (and
+    /// [`Emulator::issue_token`]):
+    ///
+    /// * the server accepts a token until `expires_in` after its issue time **floored to the
+    ///   whole second**, not after the exact instant it was minted, so it dies up to one second
+    ///   before `receive time + expires_in`;
+    /// * token responses (`POST /oauth/token`) **omit `created_at`**, which RFC 6749 does not
+    ///   define, so a client falls back to its own clock (the time it sent the request or
+    ///   received the answer) plus `expires_in`, and believes the token lives up to a second
+    ///   longer than the server will accept it. (Were `created_at` sent, a client would compute
+    ///   exactly the server's expiry.)
+    ///
+    /// A request in that last second gets 401 `"The access token expired"` on the `/rest/`
+    /// routes and on `/oauth/token/info`. `/oauth/token/info` still reports `created_at`, and
+    /// [`TokenGrant::created_at`] still holds the floored issue time.
+    ///
+    /// How early the token dies depends on where in its second it was minted; for a fixed
+    /// margin use [`expire_early`](Self::expire_early). Both can be combined.
+    pub fn floor_issue_times(mut self, floor: bool) -> Self {
+        self.floor_issue_times = floor;
+        self
+    }
+
+    /// Makes the server stop accepting access tokens `early` before they claim to expire
+    /// (default: [`Duration::ZERO`]; millisecond precision): a token minted at `t` with
+    /// `expires_in` is refused from `t + expires_in − early` on. Token responses are unchanged
+    /// (`expires_in` and a truthful `created_at`), so a client that trusts them keeps using a
+    /// token the server already refuses: the `/rest/` routes and `/oauth/token/info` answer
+    /// 401 `"The access token expired"`, deterministically, for the last `early` of the
+    /// claimed lifetime. `/oauth/token/info` reports `expires_in_seconds` up to the real
+    /// expiry.
+    ///
+    /// Applies to access tokens from every grant (and [`Emulator::issue_token`]). An `early`
+    /// at least as long as the lifetime mints tokens that are refused at once.
+    pub fn expire_early(mut self, early: Duration) -> Self {
+        self.expire_early = early;
         self
     }
 
@@ -229,9 +285,23 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Delays the responses of `route` by `latency`. The request is processed at once (a
-    /// refresh token is rotated before the wait), so a client timing out during the wait loses
-    /// a response whose effects happened.
+    /// Delays the responses of `route` by `latency`, **after** the request was processed.
+    ///
+    /// The request takes effect at once, then the finished response is held back for
+    /// `latency` before it is sent: on [`Route::Token`] a `refresh_token` grant has already
+    /// burned the presented refresh token and stored the new pair (and
+    /// [`Emulator::stats`] shows it in
+    /// [`consumed_refresh_tokens`](crate::Stats::consumed_refresh_tokens)) while the response
+    /// is still on its way. So `latency(Route::Token, Duration::from_millis(1500))` models
+    /// "the server rotated, then the response arrives 1.5 s late": a client that waits gets
+    /// the new pair late (during the wait the old refresh token is already burned: presenting
+    /// it again is `invalid_grant`), and a client that times out during the wait has lost a
+    /// response whose effects happened.
+    ///
+    /// Every request to the route is delayed, whatever its outcome (errors and scripted
+    /// faults too), except [`TokenFault::Hang`] and [`TokenFault::RotateThenDrop`], which
+    /// never answer. On [`Route::Api`] the token and company checks happen before the wait.
+    /// Setting a route again replaces its latency.
     pub fn latency(mut self, route: Route, latency: Duration) -> Self {
         self.latency.insert(route, latency);
         self
@@ -288,6 +358,8 @@ impl EmulatorBuilder {
             clock_offset_secs: self.clock_offset_secs,
             latency: self.latency,
             forbidden_company: self.forbidden_company,
+            floor_issue_times: self.floor_issue_times,
+            expire_early_millis: crate::state::millis(self.expire_early),
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -57,6 +57,31 @@
 //! field is the emulator's, so tests can see whether a client sent a token to a host it should
 //! not trust); a `Procore-Company-Id` equal to
 //! [`EmulatorBuilder::forbidden_company`] gets 403.
+//!
+//! # Token lifetimes and early expiry
+//!
+//! Access tokens claim `expires_in` = [`EmulatorBuilder::access_token_lifetime`] (default
+//! 5400 s) and `created_at` = their issue time floored to whole Unix seconds. Like Procore, the
+//! server accepts a token until exactly `expires_in` after the instant it was minted
+//! (millisecond precision), so a client computing `created_at + expires_in` is never late.
+//! Two knobs make the server refuse tokens that a client still believes live, for access tokens
+//! from every grant (and [`Emulator::issue_token`]); the refusals are 401
+//! `"The access token expired"` on the `/rest/` routes and `/oauth/token/info`:
+//!
+//! * [`EmulatorBuilder::floor_issue_times`]: an independent RFC 6749 server that keeps issue
+//!   times in whole seconds and sends no `created_at`. Tokens die `expires_in` after the
+//!   floored issue time, up to a second before the `receive time + expires_in` a client falls
+//!   back to.
+//! * [`EmulatorBuilder::expire_early`]: tokens die a fixed time before their issue time
+//!   `+ expires_in`, while responses stay truthful: the deterministic choice for tests.
+//!
+//! [`Emulator::expire_all_tokens`] expires every token issued so far at once.
+//!
+//! # Slow responses
+//!
+//! [`EmulatorBuilder::latency`] holds a route's responses back **after** the request took
+//! effect: with `latency(Route::Token, …)` a refresh has rotated the refresh token (and
+//! [`Emulator::stats`] shows it) while its response is still on the way.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -27,17 +27,27 @@ pub(crate) const SERVICE_ACCOUNT_ID: u64 = 4343;
 pub(crate) const SERVICE_ACCOUNT_LOGIN: &str = "testkit.service-account@example.com";
 pub(crate) const SERVICE_ACCOUNT_NAME: &str = "Testkit Service Account";
 
-/// The wall clock, as Unix seconds.
+/// The wall clock, as Unix milliseconds.
 ///
 /// The emulator plays Procore's server, whose `created_at` is real Unix time that clients compare
 /// with their own clock, so it must read the real clock (shifted by the configured offset in
-/// [`Config::now`]). This is the only place the crate reads it.
+/// [`Config::now_millis`]). This is the only place the crate reads it.
 #[allow(clippy::disallowed_methods)]
-fn wall_clock_unix_secs() -> i64 {
+fn wall_clock_unix_millis() -> i64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX)
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Whole Unix seconds (floored) of a time in Unix milliseconds.
+pub(crate) fn unix_secs(millis: i64) -> i64 {
+    millis.div_euclid(1000)
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// What the builder sets; fixed once the server runs.
@@ -53,12 +63,40 @@ pub(crate) struct Config {
     pub(crate) clock_offset_secs: i64,
     pub(crate) latency: HashMap<Route, Duration>,
     pub(crate) forbidden_company: Option<u64>,
+    /// Access tokens really expire `expires_in` after their issue time floored to whole
+    /// seconds (not the exact issue time), and token responses omit `created_at`.
+    pub(crate) floor_issue_times: bool,
+    /// Access tokens really expire this many milliseconds before they claim to.
+    pub(crate) expire_early_millis: i64,
 }
 
 impl Config {
-    /// The emulator's own clock: wall time shifted by the configured offset.
+    /// The emulator's own clock in Unix milliseconds: wall time shifted by the configured
+    /// offset.
+    pub(crate) fn now_millis(&self) -> i64 {
+        wall_clock_unix_millis().saturating_add(self.clock_offset_secs.saturating_mul(1000))
+    }
+
+    /// The emulator's own clock in whole Unix seconds (floored).
     pub(crate) fn now(&self) -> i64 {
-        wall_clock_unix_secs().saturating_add(self.clock_offset_secs)
+        unix_secs(self.now_millis())
+    }
+
+    /// When an access token issued at `issued_at_millis` really stops being accepted, in Unix
+    /// milliseconds: `expires_in` after the exact issue time (as Doorkeeper, which stores
+    /// sub-second timestamps), or after the floored one with `floor_issue_times`, minus
+    /// `expire_early`.
+    pub(crate) fn valid_until_millis(&self, issued_at_millis: i64) -> i64 {
+        let base = if self.floor_issue_times {
+            unix_secs(issued_at_millis).saturating_mul(1000)
+        } else {
+            issued_at_millis
+        };
+        let lifetime_millis = i64::try_from(self.access_token_lifetime_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        base.saturating_add(lifetime_millis)
+            .saturating_sub(self.expire_early_millis)
     }
 
     /// The client authenticated by `client_id` + `client_secret` in the request body.
@@ -171,8 +209,10 @@ impl TokenRejection {
 pub(crate) struct LiveToken {
     pub(crate) client_id: String,
     pub(crate) owner: Owner,
+    /// Issue time, whole Unix seconds (floored).
     pub(crate) created_at: i64,
-    pub(crate) expires_at: i64,
+    /// When the server stops accepting it, Unix milliseconds.
+    pub(crate) valid_until_millis: i64,
 }
 
 #[derive(Debug)]
@@ -187,8 +227,11 @@ struct CodeRecord {
 struct AccessRecord {
     client_id: String,
     owner: Owner,
+    /// Issue time, whole Unix seconds (floored): the `created_at` reported.
     created_at: i64,
-    expires_at: i64,
+    /// When the server stops accepting it, Unix milliseconds (see
+    /// [`Config::valid_until_millis`]).
+    valid_until_millis: i64,
     refresh_token: Option<String>,
     revoked: bool,
     /// Set by [`State::expire_all`].
@@ -238,15 +281,17 @@ impl State {
     }
 
     /// Mints and stores a new access token, with a refresh token unless it is for the client
-    /// itself.
+    /// itself. `now_millis` is the issue time in Unix milliseconds.
     pub(crate) fn mint(
         &mut self,
         config: &Config,
         client_id: &str,
         owner: Owner,
-        now: i64,
+        now_millis: i64,
     ) -> TokenGrant {
+        let now = unix_secs(now_millis);
         let expires_in = config.access_token_lifetime_secs;
+        // What the token claims (its JWT `exp`, and `created_at + expires_in`).
         let expires_at = now.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
         let access_token =
             token::access_token(owner.resource_owner_id(), client_id, now, expires_at);
@@ -268,7 +313,7 @@ impl State {
                 client_id: client_id.to_owned(),
                 owner,
                 created_at: now,
-                expires_at,
+                valid_until_millis: config.valid_until_millis(now_millis),
                 refresh_token: refresh_token.clone(),
                 revoked: false,
                 expired: false,
@@ -282,13 +327,14 @@ impl State {
         }
     }
 
-    /// Applies a token-endpoint request.
+    /// Applies a token-endpoint request received at `now_millis` (Unix milliseconds).
     pub(crate) fn grant(
         &mut self,
         config: &Config,
         params: &Params,
-        now: i64,
+        now_millis: i64,
     ) -> Result<TokenGrant, GrantError> {
+        let now = unix_secs(now_millis);
         let grant_type = params.get("grant_type").ok_or_else(|| {
             GrantError::InvalidRequest("the grant_type parameter is missing".to_owned())
         })?;
@@ -299,7 +345,7 @@ impl State {
             GrantType::RefreshToken => self.consume_refresh_token(params, client_id)?,
             GrantType::ClientCredentials => Owner::ServiceAccount,
         };
-        Ok(self.mint(config, client_id, owner, now))
+        Ok(self.mint(config, client_id, owner, now_millis))
     }
 
     fn redeem_code(
@@ -375,11 +421,11 @@ impl State {
         Ok(owner)
     }
 
-    /// Looks up a bearer token on the emulator's clock.
+    /// Looks up a bearer token at `now_millis` (Unix milliseconds) on the emulator's clock.
     pub(crate) fn check_access(
         &self,
         access_token: &str,
-        now: i64,
+        now_millis: i64,
     ) -> Result<LiveToken, TokenRejection> {
         let record = self
             .access
@@ -388,14 +434,14 @@ impl State {
         if record.revoked {
             return Err(TokenRejection::Revoked);
         }
-        if record.expired || now >= record.expires_at {
+        if record.expired || now_millis >= record.valid_until_millis {
             return Err(TokenRejection::Expired);
         }
         Ok(LiveToken {
             client_id: record.client_id.clone(),
             owner: record.owner,
             created_at: record.created_at,
-            expires_at: record.expires_at,
+            valid_until_millis: record.valid_until_millis,
         })
     }
 
@@ -469,9 +515,14 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The emulator's clock, in Unix seconds.
+    /// The emulator's clock, in whole Unix seconds (floored).
     pub(crate) fn now(&self) -> i64 {
         self.config.now()
+    }
+
+    /// The emulator's clock, in Unix milliseconds.
+    pub(crate) fn now_millis(&self) -> i64 {
+        self.config.now_millis()
     }
 
     /// Waits for the latency configured for `route`, if any.
@@ -506,6 +557,8 @@ mod tests {
             clock_offset_secs: 0,
             latency: HashMap::new(),
             forbidden_company: None,
+            floor_issue_times: false,
+            expire_early_millis: 0,
         }
     }
 
@@ -517,15 +570,15 @@ mod tests {
     fn refresh_tokens_rotate_and_die_after_one_use() {
         let config = config();
         let mut state = State::default();
-        let first = state.mint(&config, "id", Owner::User, 1000);
+        let first = state.mint(&config, "id", Owner::User, 1_000_000);
         let old = first.refresh_token.clone().unwrap();
         let refresh = format!(
             "grant_type=refresh_token&client_id=id&client_secret=secret&refresh_token={old}"
         );
-        let second = state.grant(&config, &params(&refresh), 1001).unwrap();
+        let second = state.grant(&config, &params(&refresh), 1_001_000).unwrap();
         assert_ne!(second.refresh_token.as_deref(), Some(old.as_str()));
         assert_eq!(
-            state.grant(&config, &params(&refresh), 1002),
+            state.grant(&config, &params(&refresh), 1_002_000),
             Err(GrantError::InvalidGrant(
                 "the refresh token was already used"
             ))
@@ -537,33 +590,36 @@ mod tests {
     fn another_clients_refresh_token_is_invalid_grant_and_stays_live() {
         let config = config();
         let mut state = State::default();
-        let grant = state.mint(&config, "id", Owner::User, 1000);
+        let grant = state.mint(&config, "id", Owner::User, 1_000_000);
         let token = grant.refresh_token.unwrap();
         let as_other = format!(
             "grant_type=refresh_token&client_id=other&client_secret=s2&refresh_token={token}"
         );
         assert!(matches!(
-            state.grant(&config, &params(&as_other), 1001),
+            state.grant(&config, &params(&as_other), 1_001_000),
             Err(GrantError::InvalidGrant(_))
         ));
         let as_owner = format!(
             "grant_type=refresh_token&client_id=id&client_secret=secret&refresh_token={token}"
         );
-        assert!(state.grant(&config, &params(&as_owner), 1001).is_ok());
+        assert!(state.grant(&config, &params(&as_owner), 1_001_000).is_ok());
     }
 
     #[test]
     fn expiry_is_judged_on_the_given_clock() {
         let config = config();
         let mut state = State::default();
-        let grant = state.mint(&config, "id", Owner::User, 1000);
-        assert!(state.check_access(&grant.access_token, 6399).is_ok());
+        let grant = state.mint(&config, "id", Owner::User, 1_000_000);
+        assert_eq!(grant.created_at, 1000);
+        assert!(state.check_access(&grant.access_token, 6_399_999).is_ok());
         assert_eq!(
-            state.check_access(&grant.access_token, 6400).unwrap_err(),
+            state
+                .check_access(&grant.access_token, 6_400_000)
+                .unwrap_err(),
             TokenRejection::Expired
         );
         assert_eq!(
-            state.check_access("nope", 1000).unwrap_err(),
+            state.check_access("nope", 1_000_000).unwrap_err(),
             TokenRejection::Unknown
         );
     }
@@ -577,7 +633,7 @@ mod tests {
             "grant_type=authorization_code&client_id=id&client_secret=secret&code={code}&redirect_uri=http%3A%2F%2Flocalhost"
         );
         assert_eq!(
-            state.grant(&config, &params(&exchange), 1600),
+            state.grant(&config, &params(&exchange), 1_600_000),
             Err(GrantError::InvalidGrant("the authorization code expired"))
         );
     }
@@ -586,16 +642,84 @@ mod tests {
     fn revoking_a_refresh_token_revokes_its_access_token() {
         let config = config();
         let mut state = State::default();
-        let grant = state.mint(&config, "id", Owner::User, 1000);
+        let grant = state.mint(&config, "id", Owner::User, 1_000_000);
         state.revoke(grant.refresh_token.as_deref().unwrap(), "other");
         assert!(
-            state.check_access(&grant.access_token, 1001).is_ok(),
+            state.check_access(&grant.access_token, 1_001_000).is_ok(),
             "another client cannot revoke"
         );
         state.revoke(grant.refresh_token.as_deref().unwrap(), "id");
         assert_eq!(
-            state.check_access(&grant.access_token, 1001).unwrap_err(),
+            state
+                .check_access(&grant.access_token, 1_001_000)
+                .unwrap_err(),
             TokenRejection::Revoked
         );
+    }
+
+    #[test]
+    fn tokens_expire_on_the_exact_issue_time_by_default() {
+        let config = config();
+        let mut state = State::default();
+        let grant = state.mint(&config, "id", Owner::User, 1_000_700);
+        assert_eq!(grant.created_at, 1000);
+        assert_eq!(grant.expires_in, 5400);
+        assert!(state.check_access(&grant.access_token, 6_400_699).is_ok());
+        assert_eq!(
+            state
+                .check_access(&grant.access_token, 6_400_700)
+                .unwrap_err(),
+            TokenRejection::Expired
+        );
+    }
+
+    #[test]
+    fn floored_issue_times_expire_up_to_a_second_early() {
+        let config = Config {
+            floor_issue_times: true,
+            ..config()
+        };
+        let mut state = State::default();
+        let grant = state.mint(&config, "id", Owner::User, 1_000_700);
+        assert_eq!((grant.created_at, grant.expires_in), (1000, 5400));
+        assert!(state.check_access(&grant.access_token, 6_399_999).is_ok());
+        assert_eq!(
+            state
+                .check_access(&grant.access_token, 6_400_000)
+                .unwrap_err(),
+            TokenRejection::Expired
+        );
+        // Before the epoch, flooring still goes down.
+        assert_eq!(config.valid_until_millis(-300), -1000 + 5_400_000);
+    }
+
+    #[test]
+    fn early_expiry_comes_off_the_claimed_lifetime_and_saturates() {
+        let early = Config {
+            expire_early_millis: 1500,
+            ..config()
+        };
+        let mut state = State::default();
+        let grant = state.mint(&early, "id", Owner::User, 1_000_000);
+        assert_eq!((grant.created_at, grant.expires_in), (1000, 5400));
+        assert!(state.check_access(&grant.access_token, 6_398_499).is_ok());
+        assert_eq!(
+            state
+                .check_access(&grant.access_token, 6_398_500)
+                .unwrap_err(),
+            TokenRejection::Expired
+        );
+        let both = Config {
+            floor_issue_times: true,
+            ..early
+        };
+        assert_eq!(both.valid_until_millis(1_000_999), 6_398_500);
+        let longer_than_lifetime = Config {
+            expire_early_millis: i64::MAX,
+            ..config()
+        };
+        // Dead on arrival, without overflow.
+        assert!(longer_than_lifetime.valid_until_millis(1_000_000) < 1_000_000);
+        assert!(longer_than_lifetime.valid_until_millis(i64::MIN) == i64::MIN);
     }
 }

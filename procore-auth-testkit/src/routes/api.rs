@@ -15,7 +15,7 @@ use super::{bearer, json};
 use crate::emulator::Route;
 use crate::fault::ApiFault;
 use crate::state::{
-    LiveToken, Owner, Shared, TokenRejection, SERVICE_ACCOUNT_ID, SERVICE_ACCOUNT_LOGIN,
+    unix_secs, LiveToken, Owner, Shared, TokenRejection, SERVICE_ACCOUNT_ID, SERVICE_ACCOUNT_LOGIN,
     SERVICE_ACCOUNT_NAME, USER_ID, USER_LOGIN, USER_NAME,
 };
 
@@ -47,7 +47,8 @@ pub(super) async fn gate(
 ) -> Response {
     let company = request.headers().get(&PROCORE_COMPANY_ID).cloned();
     let authorization_received = request.headers().contains_key(AUTHORIZATION);
-    let now = shared.now();
+    let now_millis = shared.now_millis();
+    let now = unix_secs(now_millis);
     let (verdict, remaining) = {
         let mut state = shared.lock();
         state.stats.api_calls += 1;
@@ -57,7 +58,7 @@ pub(super) async fn gate(
         } else {
             let live = bearer(request.headers())
                 .ok_or(TokenRejection::Unknown)
-                .and_then(|token| state.check_access(token, now));
+                .and_then(|token| state.check_access(token, now_millis));
             match (live, company_id(company.as_ref())) {
                 (Err(rejection), _) => {
                     Verdict::Refuse(unauthorized(rejection.message(), authorization_received))

@@ -13,7 +13,7 @@ use crate::emulator::{Route, TokenGrant};
 use crate::fault::TokenFault;
 use crate::params::Params;
 use crate::server::ConnectionControl;
-use crate::state::{GrantError, GrantType, Shared, TokenRejection, OOB_REDIRECT_URI};
+use crate::state::{unix_secs, GrantError, GrantType, Shared, TokenRejection, OOB_REDIRECT_URI};
 
 /// `GET /oauth/authorize`: approves at once, as if the user logged in and clicked "Allow".
 pub(super) async fn authorize(
@@ -95,23 +95,32 @@ fn token_json(status: StatusCode, body: impl Into<Body>) -> Response {
         .into_response()
 }
 
-/// The JSON body Procore answers for a grant.
-fn grant_body(grant: &TokenGrant) -> serde_json::Value {
+/// The JSON body Procore answers for a grant; without `created_at` (as a plain RFC 6749 server)
+/// when the emulator floors issue times.
+fn grant_body(shared: &Shared, grant: &TokenGrant) -> serde_json::Value {
     let mut body = serde_json::json!({
         "access_token": grant.access_token,
         "token_type": "bearer",
         "expires_in": grant.expires_in,
         "created_at": grant.created_at,
     });
-    if let (Some(refresh_token), Some(object)) = (&grant.refresh_token, body.as_object_mut()) {
-        object.insert("refresh_token".to_owned(), refresh_token.clone().into());
+    if let Some(object) = body.as_object_mut() {
+        if let Some(refresh_token) = &grant.refresh_token {
+            object.insert("refresh_token".to_owned(), refresh_token.clone().into());
+        }
+        if shared.config.floor_issue_times {
+            object.remove("created_at");
+        }
     }
     body
 }
 
-fn outcome_body(outcome: &Result<TokenGrant, GrantError>) -> (StatusCode, serde_json::Value) {
+fn outcome_body(
+    shared: &Shared,
+    outcome: &Result<TokenGrant, GrantError>,
+) -> (StatusCode, serde_json::Value) {
     match outcome {
-        Ok(grant) => (StatusCode::OK, grant_body(grant)),
+        Ok(grant) => (StatusCode::OK, grant_body(shared, grant)),
         Err(error) => (error.status(), error.body()),
     }
 }
@@ -146,7 +155,7 @@ pub(super) async fn token(
 ) -> Response {
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let params = Params::from_body(content_type, &body);
-    let now = shared.now();
+    let now_millis = shared.now_millis();
 
     // Count, take the fault and apply the grant in one critical section, so concurrent
     // refreshes with one token cannot both win.
@@ -170,7 +179,7 @@ pub(super) async fn token(
             _ => Some(
                 params
                     .map_err(GrantError::InvalidRequest)
-                    .and_then(|params| state.grant(&shared.config, &params, now)),
+                    .and_then(|params| state.grant(&shared.config, &params, now_millis)),
             ),
         };
         if fault.is_some() || !matches!(outcome, Some(Ok(_))) {
@@ -181,7 +190,7 @@ pub(super) async fn token(
 
     let response = match (fault, outcome) {
         (None, Some(outcome)) => {
-            let (status, body) = outcome_body(&outcome);
+            let (status, body) = outcome_body(&shared, &outcome);
             token_json(status, body.to_string())
         }
         (Some(TokenFault::Status(code)), _) => {
@@ -205,27 +214,30 @@ pub(super) async fn token(
             return std::future::pending().await;
         }
         (Some(TokenFault::MalformedJson), Some(outcome)) => {
-            let mut bytes = outcome_body(&outcome).1.to_string().into_bytes();
+            let mut bytes = outcome_body(&shared, &outcome).1.to_string().into_bytes();
             // Cut before the closing brace: never parses.
             bytes.truncate(bytes.len() / 2);
             token_json(StatusCode::OK, bytes)
         }
         (Some(TokenFault::MissingAccessToken), Some(outcome)) => {
             let mut body = match &outcome {
-                Ok(grant) => grant_body(grant),
+                Ok(grant) => grant_body(&shared, grant),
                 Err(_) => serde_json::json!({
                     "token_type": "bearer",
                     "expires_in": shared.config.access_token_lifetime_secs,
-                    "created_at": now,
+                    "created_at": unix_secs(now_millis),
                 }),
             };
             if let Some(object) = body.as_object_mut() {
                 object.remove("access_token");
+                if shared.config.floor_issue_times {
+                    object.remove("created_at");
+                }
             }
             token_json(StatusCode::OK, body.to_string())
         }
         (Some(TokenFault::HugeBody { bytes }), Some(outcome)) => {
-            let (status, body) = outcome_body(&outcome);
+            let (status, body) = outcome_body(&shared, &outcome);
             token_json(status, padded(body, bytes))
         }
         (Some(TokenFault::InvalidGrant), _) => {
@@ -279,19 +291,22 @@ fn revoke_request(
 
 /// `GET /oauth/token/info` (Doorkeeper's introspection).
 pub(super) async fn token_info(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let now = shared.now();
+    let now_millis = shared.now_millis();
     let response = {
         let mut state = shared.lock();
         let live = bearer(&headers)
             .ok_or(TokenRejection::Unknown)
-            .and_then(|token| state.check_access(token, now));
+            .and_then(|token| state.check_access(token, now_millis));
         match live {
             Ok(live) => json(
                 StatusCode::OK,
                 serde_json::json!({
                     "resource_owner_id": live.owner.resource_owner_id(),
                     "scopes": [],
-                    "expires_in_seconds": live.expires_at - now,
+                    // Whole seconds until the server refuses the token (floored: at most the
+                    // truth), which is before the claimed expiry with the early-expiry knobs.
+                    "expires_in_seconds":
+                        unix_secs(live.valid_until_millis.saturating_sub(now_millis)),
                     "application": { "uid": live.client_id },
                     "created_at": live.created_at,
                 }),

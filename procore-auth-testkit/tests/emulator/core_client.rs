@@ -2,7 +2,7 @@
 //! against the emulator: authorization code → exchange → token info → refresh →
 //! revoke. (The adapters' own transports are tested in their crates.)
 
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use procore_auth_core::{
@@ -68,7 +68,6 @@ async fn code_exchange_then_refresh_then_revoke() {
     // Refresh through the manager (as after a 401): the refresh token rotates.
     let manager = TokenManager::builder(RefreshTokenGrant::new(oauth.clone(), transport.clone()))
         .token(token)
-        .min_rejection_interval(Duration::ZERO)
         .build();
     let first = manager.bearer().await.unwrap();
     let refreshed_bearer = manager.rejected(first.generation()).await.unwrap().unwrap();
@@ -104,4 +103,39 @@ async fn code_exchange_then_refresh_then_revoke() {
     assert_eq!(stats.revocations, 1);
     assert_eq!(stats.authorization_code_grants, 1);
     assert_eq!(stats.refresh_token_grants, 2);
+}
+
+#[tokio::test]
+async fn without_created_at_the_core_parser_falls_back_to_the_send_time() {
+    for floor in [false, true] {
+        let emulator = Emulator::builder().floor_issue_times(floor).start().await;
+        let oauth = OAuthClient::new(
+            Environment::custom(&emulator.base_url()).unwrap(),
+            emulator.client_id(),
+            ClientSecret::new(emulator.client_secret()),
+        );
+        let transport = TestTransport(super::client());
+        // A send time half-way through the emulator's current second (tests read no clock).
+        let second = u64::try_from(emulator.issue_token().created_at).unwrap();
+        let sent_at = UNIX_EPOCH + Duration::from_secs(second) + Duration::from_millis(500);
+        let response = transport
+            .send(oauth.client_credentials_request())
+            .await
+            .unwrap();
+        let token = oauth.parse_token_response(&response, sent_at).unwrap();
+        let issued_at = token.issued_at().duration_since(UNIX_EPOCH).unwrap();
+        if floor {
+            // No `created_at`: the client's own clock, and the expiry the server does not keep.
+            assert_eq!(token.issued_at(), sent_at);
+        } else {
+            // `created_at`: whole seconds, the server's floored issue time.
+            assert_eq!(issued_at.subsec_nanos(), 0, "{issued_at:?}");
+            assert!((second..=second + 5).contains(&issued_at.as_secs()));
+        }
+        assert_eq!(
+            token.expires_at(),
+            Some(token.issued_at() + Duration::from_secs(5400)),
+            "floor_issue_times({floor})"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 mod api;
 mod core_client;
+mod expiry;
 mod faults;
 mod lifecycle;
 mod oauth;
