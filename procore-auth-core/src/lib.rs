@@ -98,5 +98,5 @@ pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use source::{ClientCredentialsGrant, RefreshTokenGrant, TokenSource};
 pub use spawn::{AmbientTokio, Spawn, WaitersOnly};
 pub use store::{FileStore, MemoryStore, StoreError, TokenStore};
-pub use token::{Token, DEFAULT_REFRESH_SKEW, MAX_CLOCK_DISAGREEMENT};
+pub use token::{Token, DEFAULT_REFRESH_SKEW, MAX_CLOCK_DISAGREEMENT, MAX_TOKEN_LIFETIME};
 pub use transport::{BoxFuture, Transport, TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};

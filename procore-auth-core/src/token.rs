@@ -13,6 +13,10 @@ use crate::Error;
 /// favour of the time the token request was sent.
 pub const MAX_CLOCK_DISAGREEMENT: Duration = Duration::from_secs(60);
 
+/// The longest access-token lifetime believed; a server's larger `expires_in` is
+/// treated as this. (Procore's tokens live 90 minutes.)
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
 /// The default (and largest) refresh skew: refresh this long before expiry.
 pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(5 * 60);
 
@@ -84,10 +88,14 @@ impl Token {
     ) -> Result<Self, Error> {
         let issued_at = created_at
             .and_then(|secs| u64::try_from(secs).ok())
-            .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))
+            .and_then(|secs| UNIX_EPOCH.checked_add(Duration::from_secs(secs)))
             .filter(|created| abs_diff(*created, sent_at) <= MAX_CLOCK_DISAGREEMENT)
             .unwrap_or(sent_at);
-        let expires_at = expires_in.map(|secs| issued_at + Duration::from_secs(secs));
+        // An absurd lifetime from the server is clamped, never overflowed.
+        let expires_at = expires_in.map(|secs| {
+            let lifetime = Duration::from_secs(secs).min(MAX_TOKEN_LIFETIME);
+            issued_at.checked_add(lifetime).unwrap_or(issued_at)
+        });
         Self::new(access_token, refresh_token, issued_at, expires_at)
     }
 

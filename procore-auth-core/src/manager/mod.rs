@@ -369,7 +369,10 @@ impl TokenManager {
             published.bearer.clone()
         };
         match saved {
-            Ok(()) => Ok(bearer),
+            Ok(()) => {
+                inner.store_succeeded();
+                Ok(bearer)
+            }
             Err(error) => Err(inner.store_failed(error).into()),
         }
     }
@@ -534,7 +537,12 @@ impl Inner {
         let mut state = self.lock_state();
         let current = self.cell.load_full();
         let view = current.as_deref().map(|published| view(published, wall));
-        let mut start = |reason| self.start_refresh(reason, current.clone());
+        let mut started = None;
+        let mut start = |reason| {
+            let refresh = self.new_refresh(reason, current.clone());
+            started = Some(refresh.clone());
+            refresh
+        };
         let step = transition(
             &mut state,
             view,
@@ -543,6 +551,15 @@ impl Inner {
             &mut start,
         );
         drop(state);
+        // Outside the lock: a spawner may poll the refresh at once, and it publishes
+        // under that lock.
+        if let Some(refresh) = started {
+            if self.spawner.spawn(refresh.map(drop).boxed()).is_err() {
+                tracing::debug!(
+                    "no spawner available; the procore token refresh is driven by its waiters"
+                );
+            }
+        }
         let current = current.map(|published| published.bearer.clone());
         match (step, current) {
             (Step::UseCurrent, Some(bearer)) => BearerFuture::ready(Ok(bearer)),
@@ -568,27 +585,18 @@ impl Inner {
         }
     }
 
-    /// Starts the single refresh. Called under the state lock, so no second refresh
-    /// can start; the spawner drives it to the end even if every waiter goes away.
-    fn start_refresh(
+    /// A new refresh, recorded in the phase by the caller (under the state lock, so no
+    /// second refresh can start) and then handed to the spawner, which drives it to the
+    /// end even if every waiter goes away.
+    fn new_refresh(
         self: &Arc<Self>,
         reason: state::Reason,
         from: Option<Arc<Published>>,
     ) -> SharedRefresh {
         let inner = Arc::clone(self);
-        let refresh = async move { inner.run_refresh(reason, from).await }
+        async move { inner.run_refresh(reason, from).await }
             .boxed()
-            .shared();
-        if self
-            .spawner
-            .spawn(refresh.clone().map(drop).boxed())
-            .is_err()
-        {
-            tracing::debug!(
-                "no spawner available; the procore token refresh is driven by its waiters"
-            );
-        }
-        refresh
+            .shared()
     }
 
     fn store_failed(&self, error: StoreError) -> StoreError {

@@ -43,17 +43,20 @@ impl Inner {
             "procore token refresh started"
         );
         let from_token = from.as_ref().map(|from| &from.token);
-        let attempt = match &reason {
-            Reason::StoreRecheck { error, burnt } => {
-                self.recheck_store(error, burnt.as_ref()).await
+        let attempt = async {
+            match &reason {
+                Reason::StoreRecheck { error, burnt } => {
+                    self.recheck_store(error, burnt.as_ref()).await
+                }
+                _ => self.obtain_token(from_token).await,
             }
-            // A panicking user-supplied source or store must not leave the refresh
-            // running forever.
-            _ => AssertUnwindSafe(self.obtain_token(from_token))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Err(Error::SourcePanicked.into())),
         };
+        // A panicking user-supplied source or store must not leave the refresh
+        // running forever.
+        let attempt = AssertUnwindSafe(attempt)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(Error::SourcePanicked.into()));
         self.finish(reason, from_generation, attempt)
     }
 
@@ -61,10 +64,12 @@ impl Inner {
     /// the source, persisting the result before it is published.
     async fn obtain_token(&self, from: Option<&Token>) -> Result<Token, Box<Failure>> {
         let stored = self.load_store().await;
+        // Only a strictly newer pair is adopted before presenting ours: after a failed
+        // save the store may hold the pair ours replaced, issued in the same second.
         let newer_stored = stored
             .as_ref()
             .and_then(Option::as_ref)
-            .filter(|stored| is_newer(stored, from));
+            .filter(|stored| from.is_none_or(|from| is_newer(stored, from)));
         let now = self.clock.now();
         if let Some(newer) = newer_stored {
             if !newer.is_expired_at(now) {
@@ -86,9 +91,13 @@ impl Inner {
                 Ok(token)
             }
             Err(error) if error.is_invalid_grant() => {
-                // A peer may have rotated the pair after we read the store.
+                // A peer may have rotated the pair after we read the store. Ours is
+                // burnt now, so a peer pair issued in the same second is worth a try,
+                // but an older one is the pair ours replaced.
                 if let Some(Some(peer)) = self.load_store().await {
-                    if base.is_none_or(|base| !peer.same_credentials(base)) {
+                    if base
+                        .is_none_or(|base| !peer.same_credentials(base) && !is_older(&peer, base))
+                    {
                         bump(&self.counters.store_adoptions);
                         tracing::info!("refresh token was rejected; adopted a peer's token");
                         return Ok(peer);
@@ -141,10 +150,7 @@ impl Inner {
             );
             return Ok(stored);
         }
-        AssertUnwindSafe(self.obtain_token(Some(&stored)))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(Error::SourcePanicked.into()))
+        self.obtain_token(Some(&stored)).await
     }
 
     /// `None` if there is no store or it could not be read.
@@ -186,9 +192,22 @@ impl Inner {
         let still_current =
             self.cell.load_full().map(|current| current.generation()) == from_generation;
         match attempt {
+            Ok(_) if !still_current => {
+                // `set_token` replaced the token while this refresh ran (a new
+                // authorization, say): the caller's choice wins, in memory as in the
+                // store, where this refresh's compare-and-swap save lost to it.
+                state.on_finished(reason, Outcome::Refreshed, true, now, &self.refresh_policy);
+                tracing::warn!(
+                    "discarded a refreshed procore token: a new token was set meanwhile"
+                );
+                self.cell
+                    .load_full()
+                    .map(|current| current.bearer.clone())
+                    .ok_or(Error::ReauthorizationRequired {
+                        reason: ReauthorizationReason::NoToken,
+                    })
+            }
             Ok(token) => {
-                // Published even if `set_token` ran meanwhile: this token's refresh
-                // token is the only live one of its rotation chain.
                 let published = self.cell.publish(token, self.refresh_policy.skew);
                 bump(&self.counters.refreshes);
                 state.on_finished(reason, Outcome::Refreshed, true, now, &self.refresh_policy);
@@ -228,13 +247,15 @@ impl Inner {
     }
 }
 
-/// Whether `stored` should replace `current`: it differs and is not older. (The store
-/// keeps whole seconds, so "not older" is judged in whole seconds.)
-fn is_newer(stored: &Token, current: Option<&Token>) -> bool {
-    current.is_none_or(|current| {
-        !stored.same_credentials(current)
-            && unix_seconds(stored.issued_at()) >= unix_seconds(current.issued_at())
-    })
+/// Whether `stored` was issued in a later second than `current`. (The store keeps
+/// whole seconds.)
+fn is_newer(stored: &Token, current: &Token) -> bool {
+    unix_seconds(stored.issued_at()) > unix_seconds(current.issued_at())
+}
+
+/// Whether `stored` was issued in an earlier second than `current`.
+fn is_older(stored: &Token, current: &Token) -> bool {
+    unix_seconds(stored.issued_at()) < unix_seconds(current.issued_at())
 }
 
 fn unix_seconds(time: SystemTime) -> u64 {
