@@ -76,6 +76,27 @@ impl TransportError {
         Self::with_source(TransportErrorKind::Other, source)
     }
 
+    /// Classifies a client's failure by the [`std::io::Error`]s in its source chain:
+    /// a refused or unreachable connection was never sent; `TimedOut` is a timeout;
+    /// anything else may have reached the server.
+    pub fn from_io_chain(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        let source = source.into();
+        let mut cause: Option<&(dyn StdError + 'static)> = Some(&*source);
+        while let Some(current) = cause {
+            if let Some(io) = current.downcast_ref::<std::io::Error>() {
+                match io.kind() {
+                    std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::AddrNotAvailable
+                    | std::io::ErrorKind::NotFound => return Self::connect(source),
+                    std::io::ErrorKind::TimedOut => return Self::timeout(source),
+                    _ => {}
+                }
+            }
+            cause = current.source();
+        }
+        Self::other(source)
+    }
+
     /// The response body exceeded [`MAX_RESPONSE_BYTES`].
     pub fn response_too_large() -> Self {
         Self {

@@ -38,40 +38,28 @@ pin_project! {
         // A 401 reported to the manager, waiting for the token to replay with.
         Rejecting { rejecting: Box<Rejecting<S, B>> },
         // Waiting for the replay's service to be ready.
-        ReadyingReplay { replay: Box<Replay<S, B>> },
+        ReadyingReplay { replay: Box<Then<S, B>> },
         // The replay's call: its response is final.
         Replaying { #[pin] call: S::Future },
         Done,
     }
 }
 
-/// A copy of the request and a service to send it with, for the one replay. The
-/// request is taken when the replay is sent.
-pub(crate) struct Replay<S, B> {
-    request: Option<Request<B>>,
-    service: S,
-}
-
-impl<S, B> Replay<S, B> {
-    pub(crate) fn new(request: Request<B>, service: S) -> Self {
-        let request = Some(request);
-        Self { request, service }
-    }
-}
-
-/// A request waiting for a token, and the ready service for it (kept for the replay,
-/// when there is a copy to replay). `send` is taken when the token arrives.
+/// A request waiting for a token, with the ready service that sends it. `request` is
+/// taken when the token arrives.
 struct Authorizing<S, B> {
     token: AuthorizeFuture,
     manager: TokenManager,
-    send: Option<(Request<B>, S, Option<Request<B>>)>,
+    service: S,
+    request: Option<(Request<B>, Option<Request<B>>)>,
 }
 
-/// What a request that carried our token needs after its first call.
+/// What a request that carried our token needs after a call: the token it carried,
+/// and the copy to replay with its own service. The copy is taken when it is sent.
 struct Then<S, B> {
     manager: TokenManager,
     authorized: Authorized,
-    replay: Option<Replay<S, B>>,
+    replay: Option<(Request<B>, S)>,
 }
 
 /// A 401 being judged; `response` is taken when the manager answers.
@@ -83,54 +71,57 @@ struct Rejecting<S: Service<Request<B>>, B> {
 
 const COMPLETED: &str = "ResponseFuture polled after completion";
 
-impl<S: Service<Request<B>>, B> ResponseFuture<S, B> {
+impl<S: Service<Request<B>> + Clone, B> ResponseFuture<S, B> {
     /// A request that does not get our token: only the inner call.
     pub(crate) fn untouched(call: S::Future) -> Self {
         let state = State::Calling { call, then: None };
         Self { state }
     }
 
-    /// A request on its way with a fresh token.
-    pub(crate) fn calling(
-        call: S::Future,
+    /// Sends `request` with a fresh token through `service` (ready), keeping `copy`
+    /// and a clone of the service for a replay.
+    pub(crate) fn send(
         manager: &TokenManager,
         authorized: Authorized,
-        replay: Option<Replay<S, B>>,
+        mut request: Request<B>,
+        service: &mut S,
+        copy: Option<Request<B>>,
     ) -> Self {
-        let manager = manager.clone();
+        // The clone only replays; it is made ready when used.
+        let replay = copy.map(|copy| (copy, service.clone()));
+        manager.attach(&authorized, request.headers_mut());
+        let call = service.call(request);
         let then = Some(Box::new(Then {
-            manager,
+            manager: manager.clone(),
             authorized,
             replay,
         }));
-        Self {
-            state: State::Calling { call, then },
-        }
+        let state = State::Calling { call, then };
+        Self { state }
     }
 
-    /// Waits for a token, then calls `ready` (a service already made ready).
+    /// Waits for a token, then sends `request` through `service` (ready).
     pub(crate) fn authorizing(
         token: AuthorizeFuture,
         manager: &TokenManager,
-        request: Request<B>,
-        ready: S,
-        copy: Option<Request<B>>,
+        (request, copy): (Request<B>, Option<Request<B>>),
+        service: S,
     ) -> Self {
-        let (manager, send) = (manager.clone(), Some((request, ready, copy)));
+        let request = Some((request, copy));
         let waiting = Box::new(Authorizing {
             token,
-            manager,
-            send,
+            manager: manager.clone(),
+            service,
+            request,
         });
-        Self {
-            state: State::Authorizing { waiting },
-        }
+        let state = State::Authorizing { waiting };
+        Self { state }
     }
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResBody>>,
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
 {
     type Output = Result<Response<ResBody>, Error<S::Error>>;
 
@@ -140,32 +131,24 @@ where
             let next = match state.as_mut().project() {
                 StateProj::Authorizing { waiting } => {
                     let authorized = ready!(Pin::new(&mut waiting.token).poll(cx));
-                    let (mut request, mut service, copy) = waiting.send.take().expect(COMPLETED);
+                    let (request, copy) = waiting.request.take().expect(COMPLETED);
                     let authorized = authorized.map_err(Error::Auth)?;
-                    waiting.manager.attach(&authorized, request.headers_mut());
-                    let call = service.call(request);
-                    let then = Box::new(Then {
-                        manager: waiting.manager.clone(),
-                        authorized,
-                        replay: copy.map(|copy| Replay::new(copy, service)),
-                    });
-                    State::Calling {
-                        call,
-                        then: Some(then),
-                    }
+                    let Authorizing {
+                        manager, service, ..
+                    } = &mut **waiting;
+                    ResponseFuture::send(manager, authorized, request, service, copy).state
                 }
                 StateProj::Calling { call, then } => {
                     let response = ready!(call.poll(cx)).map_err(Error::Service)?;
                     let judged = then.take().and_then(|then| {
                         let replay_with = then.manager.judge(&then.authorized, response.status());
-                        Some((replay_with?, then))
+                        Some((replay_with?, *then))
                     });
                     let Some((replay_with, then)) = judged else {
                         state.set(State::Done);
                         return Poll::Ready(Ok(response));
                     };
                     let response = Some(response);
-                    let then = *then;
                     let rejecting = Box::new(Rejecting {
                         replay_with,
                         response,
@@ -176,17 +159,17 @@ where
                 StateProj::Rejecting { rejecting } => {
                     let replacement = ready!(Pin::new(&mut rejecting.replay_with).poll(cx));
                     let response = rejecting.response.take().expect(COMPLETED);
-                    let replacement = replacement.map_err(Error::Auth)?;
-                    match (replacement, rejecting.then.replay.take()) {
-                        (Some(authorized), Some(mut replay)) => {
-                            let request = replay.request.as_mut().expect(COMPLETED);
-                            rejecting
-                                .then
-                                .manager
-                                .attach(&authorized, request.headers_mut());
-                            State::ReadyingReplay {
-                                replay: Box::new(replay),
-                            }
+                    let Rejecting { then, .. } = &mut **rejecting;
+                    match (replacement.map_err(Error::Auth)?, &mut then.replay) {
+                        (Some(authorized), Some((request, _))) => {
+                            then.manager.attach(&authorized, request.headers_mut());
+                            let (manager, replay) = (then.manager.clone(), then.replay.take());
+                            let replay = Box::new(Then {
+                                manager,
+                                authorized,
+                                replay,
+                            });
+                            State::ReadyingReplay { replay }
                         }
                         // Not replayable, or the manager advises against it: the
                         // caller gets the 401 (the token was refreshed if it could be).
@@ -197,10 +180,11 @@ where
                     }
                 }
                 StateProj::ReadyingReplay { replay } => {
-                    ready!(replay.service.poll_ready(cx)).map_err(Error::Service)?;
-                    let request = replay.request.take().expect(COMPLETED);
+                    let (_, service) = replay.replay.as_mut().expect(COMPLETED);
+                    ready!(service.poll_ready(cx)).map_err(Error::Service)?;
+                    let (request, mut service) = replay.replay.take().expect(COMPLETED);
                     State::Replaying {
-                        call: replay.service.call(request),
+                        call: service.call(request),
                     }
                 }
                 StateProj::Replaying { call } => {

@@ -4,7 +4,7 @@ use http::{Request, Response};
 use procore_auth_core::{Authorize, TokenManager};
 use tower_service::Service;
 
-use crate::future::{Replay, ResponseFuture};
+use crate::future::ResponseFuture;
 use crate::replay::{CloneRequest, ReplayPolicy};
 use crate::{Error, ProcoreAuthLayer};
 
@@ -78,26 +78,22 @@ where
         self.inner.poll_ready(cx).map_err(Error::Service)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        match self.manager.authorize(request.uri(), request.headers()) {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let manager = &self.manager;
+        match manager.authorize(request.uri(), request.headers()) {
             Authorize::Skip => ResponseFuture::untouched(self.inner.call(request)),
+            // Copied before the header goes on: a replay gets the new token anyway.
             Authorize::Ready(authorized) => {
-                // Copied before the header goes on: a replay gets the new token anyway.
-                // The clone of the service is only needed to replay; it is made ready
-                // when used.
-                let replay = self.replay.clone_request(&request);
-                let replay = replay.map(|copy| Replay::new(copy, self.inner.clone()));
-                self.manager.attach(&authorized, request.headers_mut());
-                let call = self.inner.call(request);
-                ResponseFuture::calling(call, &self.manager, authorized, replay)
+                let copy = self.replay.clone_request(&request);
+                ResponseFuture::send(manager, authorized, request, &mut self.inner, copy)
             }
-            Authorize::Pending(waiting) => {
+            Authorize::Pending(token) => {
                 let copy = self.replay.clone_request(&request);
                 // This instance was made ready by the caller; keep the ready one for
                 // the call after the token arrives (tower's clone-and-swap idiom).
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::authorizing(waiting, &self.manager, request, ready, copy)
+                ResponseFuture::authorizing(token, manager, (request, copy), ready)
             }
         }
     }

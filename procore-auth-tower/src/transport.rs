@@ -1,10 +1,9 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::poll_fn;
-use std::io;
 use std::marker::PhantomData;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -78,46 +77,18 @@ where
         let mut service = self.service.clone();
         Box::pin(async move {
             let request = request.map(ReqBody::from);
-            poll_fn(|cx| service.poll_ready(cx))
-                .await
-                .map_err(|error| classify(error.into()))?;
-            let response = service
-                .call(request)
-                .await
-                .map_err(|error| classify(error.into()))?;
+            let sent = async {
+                poll_fn(|cx| service.poll_ready(cx)).await?;
+                service.call(request).await
+            };
+            let response = sent.await.map_err(TransportError::from_io_chain)?;
             let (parts, body) = response.into_parts();
-            let collected = Limited::new(body, MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|error| {
-                    if error.is::<LengthLimitError>() {
-                        TransportError::response_too_large()
-                    } else {
-                        classify(error)
-                    }
-                })?;
-            let mut data = collected.aggregate();
-            Ok(Response::from_parts(
-                parts,
-                data.copy_to_bytes(data.remaining()),
-            ))
+            let limited = Limited::new(body, MAX_RESPONSE_BYTES).collect().await;
+            let body = limited.map_err(|error| match error.is::<LengthLimitError>() {
+                true => TransportError::response_too_large(),
+                false => TransportError::from_io_chain(error),
+            })?;
+            Ok(Response::from_parts(parts, body.to_bytes()))
         })
     }
-}
-
-fn classify(error: BoxError) -> TransportError {
-    let mut cause: Option<&(dyn StdError + 'static)> = Some(&*error);
-    while let Some(current) = cause {
-        if let Some(io) = current.downcast_ref::<io::Error>() {
-            match io.kind() {
-                io::ErrorKind::ConnectionRefused
-                | io::ErrorKind::AddrNotAvailable
-                | io::ErrorKind::NotFound => return TransportError::connect(error),
-                io::ErrorKind::TimedOut => return TransportError::timeout(error),
-                _ => {}
-            }
-        }
-        cause = current.source();
-    }
-    TransportError::other(error)
 }
