@@ -80,6 +80,9 @@ mod secret;
 mod source;
 mod spawn;
 mod store;
+#[cfg(any(test, feature = "test-util"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "test-util")))]
+pub mod test_util;
 mod token;
 mod transport;
 

@@ -219,6 +219,24 @@ impl From<Token> for StoredToken {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_absurd_expires_in_is_clamped_not_a_panic() {
+        let sent_at = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        for expires_in in [u64::MAX, 1 << 63, 4_000_000_000_000] {
+            for created_at in [None, Some(i64::MAX), Some(1_700_000_000)] {
+                let token = Token::from_grant(
+                    AccessToken::new("a"),
+                    None,
+                    Some(expires_in),
+                    created_at,
+                    sent_at,
+                )
+                .unwrap();
+                assert_eq!(token.expires_at(), Some(sent_at + MAX_TOKEN_LIFETIME));
+            }
+        }
+    }
     use proptest::prelude::*;
 
     const SENT: u64 = 1_700_000_000;

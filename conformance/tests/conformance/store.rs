@@ -1,47 +1,13 @@
 //! Token stores under the adapters: a store that fails, and a rotated pair that
 //! survives a restart.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
-
 use http::StatusCode;
 use procore_auth_conformance::{
     authorized_manager, me, oauth, scenario, token_transport, Client, TOKEN_CALL_TIMEOUT,
 };
-use procore_auth_core::{
-    BoxFuture, FileStore, MemoryStore, RefreshTokenGrant, StoreError, Token, TokenManager,
-    TokenStore,
-};
+use procore_auth_core::test_util::FaultyStore;
+use procore_auth_core::{FileStore, RefreshTokenGrant, StoreError, TokenManager, TokenStore};
 use procore_auth_testkit::Emulator;
-
-/// A store whose first `failures` saves fail.
-#[derive(Debug, Clone, Default)]
-struct FlakyStore {
-    inner: MemoryStore,
-    failures: Arc<AtomicU32>,
-}
-
-impl TokenStore for FlakyStore {
-    fn load(&self) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
-        self.inner.load()
-    }
-
-    fn save<'a>(
-        &'a self,
-        token: &'a Token,
-        expected: Option<&'a Token>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        let failing = self
-            .failures
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok();
-        if failing {
-            let error = StoreError::from(std::io::Error::other("disk full"));
-            return Box::pin(async move { Err(error) });
-        }
-        self.inner.save(token, expected)
-    }
-}
 
 scenario! {
     /// A save that fails leaves the refreshed token in use (and reported); the next
@@ -49,8 +15,8 @@ scenario! {
     #[tokio::test]
     async fn a_failing_store_keeps_the_token_in_use_and_saves_next_time(adapter) {
         let emulator = Emulator::start().await;
-        let store = FlakyStore::default();
-        store.failures.store(1, Ordering::Relaxed);
+        let store = FaultyStore::default();
+        store.fail_next_saves(1);
         let manager = authorized_manager(&emulator, |builder| {
             builder.store(store.clone())
         })
@@ -62,11 +28,11 @@ scenario! {
         assert_eq!(client.get(&url).await.ok(), Some(StatusCode::OK));
         assert!(matches!(manager.last_store_error(), Some(StoreError::Io(_))));
         assert_eq!(manager.metrics().store_failures, 1);
-        assert!(store.inner.load().await.unwrap().is_none());
+        assert!(store.memory().load().await.unwrap().is_none());
 
         emulator.expire_all_tokens();
         assert_eq!(client.get(&url).await.ok(), Some(StatusCode::OK));
-        let saved = store.inner.load().await.unwrap().unwrap();
+        let saved = store.memory().load().await.unwrap().unwrap();
         assert!(saved.same_credentials(&manager.token().unwrap()));
         assert!(manager.last_store_error().is_none());
     }

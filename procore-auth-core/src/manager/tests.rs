@@ -2,7 +2,8 @@
 //! scripted token endpoint behind a [`Transport`], and a manual clock.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 
 use super::*;
+use crate::test_util::FaultyStore;
 use crate::{
     AccessToken, BoxFuture, ClientCredentialsGrant, ClientSecret, ManualClock, MemoryStore,
     OAuthClient, OAuthErrorCode, RefreshToken, RefreshTokenGrant, StoreError, TokenStore,
@@ -26,6 +28,8 @@ enum Reply {
     Token,
     /// A new access token and no refresh token.
     TokenWithoutRefresh,
+    /// A new token pair claiming to live this many seconds.
+    TokenExpiringIn(u64),
     Status(u16, &'static str),
     RateLimited(u64),
     Body(String),
@@ -41,6 +45,9 @@ struct EndpointState {
     calls: u64,
     issued: u64,
     presented_refresh_tokens: Vec<String>,
+    /// With [`ScriptedEndpoint::rotating`]: the one refresh token the server accepts
+    /// (`None` once revoked); every other one gets `invalid_grant`, as Procore's do.
+    live: Option<Option<String>>,
 }
 
 /// A token endpoint that answers from a script, counting calls.
@@ -91,6 +98,18 @@ impl ScriptedEndpoint {
         self.state.lock().unwrap().calls
     }
 
+    /// Refresh tokens are single use: only the last one issued (starting with
+    /// `live`) is accepted.
+    fn rotating(self, live: &str) -> Self {
+        self.state.lock().unwrap().live = Some(Some(live.to_owned()));
+        self
+    }
+
+    /// Revokes the live refresh token (with [`rotating`](Self::rotating)).
+    fn revoke(&self) {
+        self.state.lock().unwrap().live = Some(None);
+    }
+
     fn sent(&self) -> u64 {
         self.state.lock().unwrap().sent
     }
@@ -105,24 +124,39 @@ impl ScriptedEndpoint {
     ) -> Result<http::Response<Bytes>, TransportError> {
         let mut state = self.state.lock().unwrap();
         state.calls += 1;
-        if let Some((_, token)) =
-            form_urlencoded::parse(request.body()).find(|(key, _)| key == "refresh_token")
-        {
-            state.presented_refresh_tokens.push(token.into_owned());
+        let presented = form_urlencoded::parse(request.body())
+            .find(|(key, _)| key == "refresh_token")
+            .map(|(_, token)| token.into_owned());
+        if let Some(presented) = &presented {
+            state.presented_refresh_tokens.push(presented.clone());
         }
-        let reply = state.script.pop_front().unwrap_or(Reply::Token);
+        let burnt = state
+            .live
+            .as_ref()
+            .is_some_and(|live| live.as_ref() != presented.as_ref());
+        let reply = match state.script.pop_front() {
+            _ if burnt => Reply::Status(400, r#"{"error":"invalid_grant"}"#),
+            reply => reply.unwrap_or(Reply::Token),
+        };
         let (status, body, retry_after) = match reply {
-            Reply::Token | Reply::TokenWithoutRefresh => {
+            Reply::Token | Reply::TokenWithoutRefresh | Reply::TokenExpiringIn(_) => {
                 state.issued += 1;
                 let n = state.issued;
+                if state.live.is_some() {
+                    state.live = Some(Some(format!("refresh-secret-{n}")));
+                }
+                let expires_in = match reply {
+                    Reply::TokenExpiringIn(seconds) => seconds,
+                    _ => LIFETIME,
+                };
                 let created_at = unix_millis(self.clock.now()) / 1000;
-                let refresh = if matches!(reply, Reply::Token) {
-                    format!(r#","refresh_token":"refresh-secret-{n}""#)
-                } else {
+                let refresh = if matches!(reply, Reply::TokenWithoutRefresh) {
                     String::new()
+                } else {
+                    format!(r#","refresh_token":"refresh-secret-{n}""#)
                 };
                 let body = format!(
-                    r#"{{"access_token":"access-secret-{n}","token_type":"bearer","expires_in":{LIFETIME},"created_at":{created_at}{refresh}}}"#
+                    r#"{{"access_token":"access-secret-{n}","token_type":"bearer","expires_in":{expires_in},"created_at":{created_at}{refresh}}}"#
                 );
                 (200, body, None)
             }
@@ -714,8 +748,7 @@ async fn a_manager_that_lost_a_refresh_race_adopts_the_pair_its_peer_saved_later
     let endpoint = ScriptedEndpoint::new(&clock);
     // A peer presented the same refresh token first; its response is still on the way.
     endpoint.script([Reply::Status(400, r#"{"error":"invalid_grant"}"#)]);
-    let store = CountingStore::default();
-    store.inner.save(&expired_token(), None).await.unwrap();
+    let store = FaultyStore::with_token(expired_token());
     let manager = refreshing_manager(&endpoint, &clock)
         .store(store.clone())
         .backoff_jitter(Jitter::none())
@@ -727,7 +760,7 @@ async fn a_manager_that_lost_a_refresh_race_adopts_the_pair_its_peer_saved_later
     );
     // Now the peer saves its new pair.
     store
-        .inner
+        .memory()
         .save(&token("peer", START), Some(&expired_token()))
         .await
         .unwrap();
@@ -769,34 +802,6 @@ async fn while_reauthorization_is_required_the_burnt_pair_is_never_presented_aga
         ));
     }
     assert_eq!(endpoint.calls(), 1);
-}
-
-/// A memory store that counts reads.
-#[derive(Debug, Clone, Default)]
-struct CountingStore {
-    inner: MemoryStore,
-    loads: Arc<Mutex<u64>>,
-}
-
-impl CountingStore {
-    fn loads(&self) -> u64 {
-        *self.loads.lock().unwrap()
-    }
-}
-
-impl TokenStore for CountingStore {
-    fn load(&self) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
-        *self.loads.lock().unwrap() += 1;
-        self.inner.load()
-    }
-
-    fn save<'a>(
-        &'a self,
-        token: &'a Token,
-        expected: Option<&'a Token>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.inner.save(token, expected)
-    }
 }
 
 #[tokio::test]
@@ -929,57 +934,34 @@ async fn a_stored_token_is_loaded_on_first_use() {
     assert_eq!(endpoint.calls(), 0);
 }
 
-/// A store that checks, while saving, that the new token is not yet visible to
-/// requests, and can be told to fail.
-#[derive(Debug, Clone, Default)]
-struct WatchingStore {
-    inner: MemoryStore,
-    manager: Arc<OnceLock<TokenManager>>,
-    fail: Arc<Mutex<bool>>,
-    published_before_saved: Arc<Mutex<bool>>,
-}
-
-impl TokenStore for WatchingStore {
-    fn load(&self) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
-        self.inner.load()
-    }
-
-    fn save<'a>(
-        &'a self,
-        token: &'a Token,
-        expected: Option<&'a Token>,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        if let Some(manager) = self.manager.get() {
-            if let Some(current) = manager.token() {
-                if current.same_credentials(token) {
-                    *self.published_before_saved.lock().unwrap() = true;
-                }
-            }
-        }
-        if *self.fail.lock().unwrap() {
-            let error = StoreError::from(std::io::Error::other("disk full"));
-            return Box::pin(async move { Err(error) });
-        }
-        self.inner.save(token, expected)
-    }
-}
-
 #[tokio::test]
 async fn new_tokens_are_saved_before_they_are_published() {
     let clock = start_clock();
     let endpoint = ScriptedEndpoint::new(&clock);
-    let store = WatchingStore::default();
+    let store = FaultyStore::default();
     let manager = refreshing_manager(&endpoint, &clock)
         .token(expired_token())
         .store(store.clone())
         .build();
-    store.manager.set(manager.clone()).unwrap();
+    // While saving, the new token must not yet be visible to requests.
+    let published_before_saved = Arc::new(Mutex::new(false));
+    store.on_save({
+        let (manager, published_before_saved) = (manager.clone(), published_before_saved.clone());
+        move |token| {
+            if manager
+                .token()
+                .is_some_and(|current| current.same_credentials(token))
+            {
+                *published_before_saved.lock().unwrap() = true;
+            }
+        }
+    });
     manager.bearer().await.unwrap();
     clock.advance(Duration::from_secs(LIFETIME));
     manager.bearer().await.unwrap();
     assert_eq!(endpoint.calls(), 2);
-    assert!(!*store.published_before_saved.lock().unwrap());
-    let saved = store.inner.load().await.unwrap().unwrap();
+    assert!(!*published_before_saved.lock().unwrap());
+    let saved = store.memory().load().await.unwrap().unwrap();
     assert_eq!(saved.refresh_token().unwrap().secret(), "refresh-secret-2");
 }
 
@@ -987,8 +969,8 @@ async fn new_tokens_are_saved_before_they_are_published() {
 async fn a_failed_save_is_reported_and_the_token_is_still_used() {
     let clock = start_clock();
     let endpoint = ScriptedEndpoint::new(&clock);
-    let store = WatchingStore::default();
-    *store.fail.lock().unwrap() = true;
+    let store = FaultyStore::default();
+    store.fail_next_saves(1);
     let manager = refreshing_manager(&endpoint, &clock)
         .token(expired_token())
         .store(store.clone())
@@ -1002,21 +984,20 @@ async fn a_failed_save_is_reported_and_the_token_is_still_used() {
     ));
     // The next refresh saves again (and succeeds once the store recovers); the
     // unsaved pair is not mistaken for a stale one.
-    *store.fail.lock().unwrap() = false;
     clock.advance(Duration::from_secs(LIFETIME));
     manager.bearer().await.unwrap();
     assert_eq!(
         endpoint.presented_refresh_tokens(),
         ["refresh-old", "refresh-secret-1"]
     );
-    let saved = store.inner.load().await.unwrap().unwrap();
+    let saved = store.memory().load().await.unwrap().unwrap();
     assert_eq!(saved.access_token().secret(), "access-secret-2");
     assert!(manager.last_store_error().is_none());
 }
 
 #[tokio::test]
 async fn set_token_saves_and_reports_a_failed_save() {
-    let store = WatchingStore::default();
+    let store = FaultyStore::default();
     let manager = TokenManager::builder(RefreshTokenGrant::new(
         oauth_client(),
         ScriptedEndpoint::new(&start_clock()),
@@ -1025,8 +1006,8 @@ async fn set_token_saves_and_reports_a_failed_save() {
     .store(store.clone())
     .build();
     manager.set_token(token("a", START)).await.unwrap();
-    assert!(store.inner.load().await.unwrap().is_some());
-    *store.fail.lock().unwrap() = true;
+    assert!(store.memory().load().await.unwrap().is_some());
+    store.fail_next_saves(1);
     let err = manager.set_token(token("b", START)).await.unwrap_err();
     assert!(matches!(err, Error::Store(_)));
     assert_eq!(manager.token().unwrap().access_token().secret(), "access-b");
@@ -1113,8 +1094,8 @@ fn no_secret_appears_in_debug_display_errors_or_traces() {
                 ),
                 Reply::Status(400, r#"{"error":"invalid_grant"}"#),
             ]);
-            let store = WatchingStore::default();
-            *store.fail.lock().unwrap() = true;
+            let store = FaultyStore::default();
+            store.fail_next_saves(u32::MAX);
             let manager = refreshing_manager(&endpoint, &clock)
                 .token(expired_token())
                 .store(store)
@@ -1216,4 +1197,170 @@ fn a_refresh_nobody_drives_is_dropped_with_the_last_manager_handle() {
         1,
         "the abandoned refresh kept the manager (and its transport) alive"
     );
+}
+
+// ---------------------------------------------------------------- adversarial review
+
+#[tokio::test]
+async fn a_failed_save_never_makes_the_store_s_older_pair_win_within_a_second() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-current");
+    let store = FaultyStore::with_token(token("current", START));
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .token(token("current", START))
+        .build();
+    let g0 = manager.bearer().await.unwrap().generation();
+    store.fail_next_saves(1);
+    let g1 = manager.rejected(g0).await.unwrap().unwrap().generation(); // not saved
+                                                                        // Same second: the store's pair is the one g1 replaced, not a newer one.
+    let g2 = manager.rejected(g1).await.unwrap().unwrap().generation();
+    manager.rejected(g2).await.unwrap().unwrap();
+    assert_eq!(
+        endpoint.presented_refresh_tokens(),
+        ["refresh-current", "refresh-secret-1", "refresh-secret-2"]
+    );
+    let current = manager.token().unwrap();
+    assert_eq!(current.access_token().secret(), "access-secret-3");
+}
+
+#[tokio::test]
+async fn after_invalid_grant_an_older_stored_pair_is_not_adopted() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-current");
+    let store = FaultyStore::with_token(token("current", START));
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .token(token("current", START))
+        .build();
+    clock.advance(Duration::from_secs(LIFETIME - 60));
+    store.fail_next_saves(1);
+    let refreshed = manager.bearer().await.unwrap(); // refreshed ahead of expiry, not saved
+    endpoint.revoke();
+    clock.advance(Duration::from_secs(600));
+    let replay = manager.rejected(refreshed.generation()).await;
+    assert!(
+        matches!(replay, Err(Error::ReauthorizationRequired { .. })),
+        "{replay:?}"
+    );
+    manager.bearer().await.unwrap_err();
+    assert_eq!(
+        endpoint.presented_refresh_tokens(),
+        ["refresh-current", "refresh-secret-1"]
+    );
+}
+
+#[tokio::test]
+async fn an_absurd_expires_in_inside_a_refresh_keeps_the_rotated_pair() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-old");
+    endpoint.script([Reply::TokenExpiringIn(u64::MAX)]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    manager.bearer().await.unwrap();
+    clock.advance(Duration::from_secs(120));
+    manager.bearer().await.unwrap();
+    assert_eq!(endpoint.presented_refresh_tokens(), ["refresh-old"]);
+}
+
+#[test]
+fn a_spawner_that_polls_inline_does_not_deadlock() {
+    #[derive(Debug)]
+    struct Inline;
+    impl Spawn for Inline {
+        fn spawn(&self, mut task: BoxFuture<'static, ()>) -> Result<(), BoxFuture<'static, ()>> {
+            match task.as_mut().now_or_never() {
+                Some(()) => Ok(()),
+                None => Err(task),
+            }
+        }
+    }
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let clock = start_clock();
+        let manager = refreshing_manager(&ScriptedEndpoint::new(&clock), &clock)
+            .token(expired_token())
+            .spawner(Inline)
+            .build();
+        let bearer = manager.bearer().now_or_never();
+        let _ = done.send(bearer.map(|bearer| bearer.is_ok()));
+    });
+    let outcome = finished.recv_timeout(Duration::from_secs(10));
+    assert_eq!(outcome, Ok(Some(true)), "deadlocked or failed");
+}
+
+#[tokio::test]
+async fn a_token_set_during_a_refresh_wins_in_memory_and_in_the_store() {
+    let clock = start_clock();
+    let (endpoint, gate) = ScriptedEndpoint::new(&clock).gated();
+    let store = FaultyStore::with_token(expired_token());
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .token(expired_token())
+        .build();
+    let waiter = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.bearer().await }
+    });
+    for _ in 0..10_000 {
+        if endpoint.sent() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(endpoint.sent(), 1, "the refresh never started");
+    manager.set_token(token("user", START)).await.unwrap();
+    gate.add_permits(1);
+    let bearer = waiter.await.unwrap().unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-user");
+    let stored = store.memory().load().await.unwrap().unwrap();
+    assert_eq!(stored.access_token().secret(), "access-user");
+    let current = manager.token().unwrap();
+    assert_eq!(current.access_token().secret(), "access-user");
+}
+
+#[tokio::test]
+async fn a_successful_set_token_clears_the_last_store_error() {
+    let clock = start_clock();
+    let store = FaultyStore::default();
+    let manager = refreshing_manager(&ScriptedEndpoint::new(&clock), &clock)
+        .store(store.clone())
+        .build();
+    store.fail_next_saves(1);
+    manager.set_token(token("a", START)).await.unwrap_err();
+    assert!(manager.last_store_error().is_some());
+    manager.set_token(token("a", START)).await.unwrap();
+    assert!(manager.last_store_error().is_none());
+}
+
+#[tokio::test]
+async fn a_store_that_panics_during_a_store_recheck_does_not_poison_the_manager() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-someone-else");
+    let store = FaultyStore::with_token(token("current", START));
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .token(token("current", START))
+        .build();
+    clock.advance(Duration::from_secs(3 * 3600));
+    let err = manager.bearer().await.unwrap_err();
+    assert!(
+        matches!(err, Error::ReauthorizationRequired { .. }),
+        "{err:?}"
+    );
+    store.panic_on_load(true);
+    clock.advance(DEFAULT_STORE_RECHECK);
+    let panicked = AssertUnwindSafe(manager.bearer()).catch_unwind().await;
+    assert!(
+        matches!(panicked, Ok(Err(Error::SourcePanicked))),
+        "{panicked:?}"
+    );
+    // The store recovers and a peer saved a good pair: adopted.
+    store.panic_on_load(false);
+    let peer = token("peer", START + 3 * 3600);
+    store.memory().save(&peer, None).await.unwrap();
+    clock.advance(DEFAULT_STORE_RECHECK);
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-peer");
 }
