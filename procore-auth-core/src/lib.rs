@@ -56,10 +56,8 @@
 //!     Authorize::Ready(authorized) => Some(authorized),
 //!     Authorize::Pending(waiting) => Some(waiting.await?),
 //! };
-//! if let Some(authorized) = &authorized {
-//!     manager.attach(authorized, request.headers_mut());
-//! }
-//! // ... send; then `manager.judge(&authorized, status)` says whether to replay (once)
+//! let attached = authorized.map(|authorized| manager.attach(authorized, request.headers_mut()));
+//! // ... send; then `manager.judge(attached, status)` says whether to replay (once)
 //! // and gives the token to replay with.
 //! # Ok(()) }
 //! ```
@@ -96,7 +94,7 @@ pub use manager::{
 };
 pub use oauth::{AuthorizationRequest, OAuthClient, TokenApplication, TokenInfo};
 pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};
-pub use request::{Authorize, AuthorizeFuture, Authorized, ReplayFuture};
+pub use request::{Attached, Authorize, AuthorizeFuture, Authorized, ReplayFuture};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use source::{ClientCredentialsGrant, RefreshTokenGrant, TokenSource};
 pub use spawn::{AmbientTokio, Spawn, WaitersOnly};

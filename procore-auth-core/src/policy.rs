@@ -135,7 +135,12 @@ impl RequestPolicy {
     /// Puts the token (and the default company id) on a request that
     /// [`should_attach`](Self::should_attach) approved.
     pub fn attach(&self, headers: &mut HeaderMap, bearer: &Bearer) {
-        headers.insert(AUTHORIZATION, bearer.header_value().clone());
+        self.attach_header(headers, bearer.header_value().clone());
+    }
+
+    /// [`attach`](Self::attach) with a header value the caller no longer needs.
+    pub(crate) fn attach_header(&self, headers: &mut HeaderMap, header: HeaderValue) {
+        headers.insert(AUTHORIZATION, header);
         if let Some((_, company_id)) = &self.company_id {
             if !headers.contains_key(&PROCORE_COMPANY_ID) {
                 headers.insert(PROCORE_COMPANY_ID, company_id.clone());

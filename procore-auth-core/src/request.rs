@@ -20,18 +20,16 @@
 //!     Authorize::Ready(authorized) => Some(authorized),
 //!     Authorize::Pending(waiting) => Some(waiting.await?),
 //! };
-//! if let Some(authorized) = &authorized {
-//!     manager.attach(authorized, request.headers_mut());
-//! }
+//! let attached = authorized.map(|authorized| manager.attach(authorized, request.headers_mut()));
 //! // ... send `request`; say the API answered 401:
 //! let status = http::StatusCode::UNAUTHORIZED;
-//! if let Some(authorized) = &authorized {
-//!     if let Some(replay) = manager.judge(authorized, status) {
-//!         if let Some(again) = replay.await? {
-//!             // attach `again` to a copy of the request and send it; a 401 to the
-//!             // replay is returned to the caller (`judge` says so).
-//!             assert!(manager.judge(&again, status).is_none());
-//!         }
+//! if let Some(replay) = attached.and_then(|attached| manager.judge(attached, status)) {
+//!     if let Some(again) = replay.await? {
+//!         // attach `again` to a copy of the request and send it; a 401 to the
+//!         // replay is returned to the caller (`judge` says so).
+//!         let mut copy = http::Request::get("https://api.procore.com/rest/v1.0/me").body(())?;
+//!         let attached = manager.attach(again, copy.headers_mut());
+//!         assert!(manager.judge(attached, status).is_none());
 //!     }
 //! }
 //! # Ok(()) }
@@ -43,7 +41,7 @@ use std::task::{Context, Poll};
 
 use http::{HeaderMap, StatusCode, Uri};
 
-use crate::{Bearer, BearerFuture, Error, RejectedFuture, TokenManager};
+use crate::{Bearer, BearerFuture, Error, Generation, RejectedFuture, TokenManager};
 
 /// What [`TokenManager::authorize`] decided for a request.
 #[derive(Debug)]
@@ -74,6 +72,26 @@ impl Authorized {
     /// The token's bearer header and generation.
     pub fn bearer(&self) -> &Bearer {
         &self.bearer
+    }
+
+    /// Whether this is the one replay after a 401.
+    pub fn is_replay(&self) -> bool {
+        self.attempt == Attempt::Replay
+    }
+}
+
+/// What judging the response to an attempt needs, once its token is attached:
+/// small and `Copy`, so an adapter keeps it for the whole call at no cost.
+#[derive(Clone, Copy, Debug)]
+pub struct Attached {
+    generation: Generation,
+    attempt: Attempt,
+}
+
+impl Attached {
+    /// The generation of the token the request carries.
+    pub fn generation(&self) -> Generation {
+        self.generation
     }
 
     /// Whether this is the one replay after a 401.
@@ -167,20 +185,27 @@ impl TokenManager {
         }
     }
 
-    /// Puts the token (and the default company id) on the request.
+    /// Puts the token (and the default company id) on the request, and returns what
+    /// judging its response needs.
     #[inline]
-    pub fn attach(&self, authorized: &Authorized, headers: &mut HeaderMap) {
-        self.policy().attach(headers, &authorized.bearer);
+    pub fn attach(&self, authorized: Authorized, headers: &mut HeaderMap) -> Attached {
+        let attached = Attached {
+            generation: authorized.bearer.generation(),
+            attempt: authorized.attempt,
+        };
+        let header = authorized.bearer.into_header_value();
+        self.policy().attach_header(headers, header);
+        attached
     }
 
-    /// Judges the response to an attempt that carried `authorized`, from the origin
-    /// that received the token. `Some` means Procore rejected the token: await the
-    /// future for the token to replay with. `None` means: return the response (it is
-    /// not a 401, or it answers the replay, which is never replayed again).
-    pub fn judge(&self, authorized: &Authorized, status: StatusCode) -> Option<ReplayFuture> {
-        (status == StatusCode::UNAUTHORIZED && authorized.attempt == Attempt::First).then(|| {
+    /// Judges the response to an attempt, from the origin that received the token.
+    /// `Some` means Procore rejected the token: await the future for the token to
+    /// replay with. `None` means: return the response (it is not a 401, or it answers
+    /// the replay, which is never replayed again).
+    pub fn judge(&self, attached: Attached, status: StatusCode) -> Option<ReplayFuture> {
+        (status == StatusCode::UNAUTHORIZED && attached.attempt == Attempt::First).then(|| {
             ReplayFuture {
-                rejected: self.rejected(authorized.bearer.generation()),
+                rejected: self.rejected(attached.generation),
             }
         })
     }

@@ -80,16 +80,17 @@ impl Middleware for ProcoreAuthMiddleware {
                 Authorize::Ready(authorized) => authorized,
                 Authorize::Pending(waiting) => waiting.await.map_err(Error::middleware)?,
             };
-        manager.attach(&authorized, request.headers_mut());
+        // Copied before the header goes on: a replay gets the new token anyway.
         // `None` for streaming bodies: such a request is not replayed.
         let replay = request.try_clone();
+        let attached = manager.attach(authorized, request.headers_mut());
         let response = next.clone().run(request, extensions).await?;
-        let Some(replay_with) = manager.judge(&authorized, response.status()) else {
+        let Some(replay_with) = manager.judge(attached, response.status()) else {
             return Ok(response);
         };
         match (replay_with.await.map_err(Error::middleware)?, replay) {
             (Some(authorized), Some(mut replay)) => {
-                manager.attach(&authorized, replay.headers_mut());
+                manager.attach(authorized, replay.headers_mut());
                 next.run(replay, extensions).await
             }
             _ => Ok(response),

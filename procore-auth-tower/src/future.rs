@@ -5,7 +5,7 @@ use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use procore_auth_core::{AuthorizeFuture, Authorized, ReplayFuture, TokenManager};
+use procore_auth_core::{Attached, AuthorizeFuture, Authorized, ReplayFuture, TokenManager};
 use tower_service::Service;
 
 use crate::Error;
@@ -34,11 +34,11 @@ pin_project! {
         // Waiting for a token before the first call.
         Authorizing { waiting: Box<Authorizing<S, B>> },
         // The first call; `then` is `None` for a request without our token.
-        Calling { #[pin] call: S::Future, then: Option<Box<Then<S, B>>> },
+        Calling { #[pin] call: S::Future, then: Option<Then<S, B>> },
         // A 401 reported to the manager, waiting for the token to replay with.
         Rejecting { rejecting: Box<Rejecting<S, B>> },
         // Waiting for the replay's service to be ready.
-        ReadyingReplay { replay: Box<Then<S, B>> },
+        ReadyingReplay { replay: Box<Replay<S, B>> },
         // The replay's call: its response is final.
         Replaying { #[pin] call: S::Future },
         Done,
@@ -54,13 +54,17 @@ struct Authorizing<S, B> {
     request: Option<(Request<B>, Option<Request<B>>)>,
 }
 
-/// What a request that carried our token needs after a call: the token it carried,
-/// and the copy to replay with its own service. The copy is taken when it is sent.
+/// What a request that carried our token needs after its first call: kept inline
+/// (it is small), with the copy to replay boxed.
 struct Then<S, B> {
     manager: TokenManager,
-    authorized: Authorized,
-    replay: Option<(Request<B>, S)>,
+    attached: Attached,
+    replay: Option<Box<Replay<S, B>>>,
 }
+
+/// For the one replay: a copy of the request (taken when it is sent) and a service
+/// of its own.
+struct Replay<S, B>(Option<Request<B>>, S);
 
 /// A 401 being judged; `response` is taken when the manager answers.
 struct Rejecting<S: Service<Request<B>>, B> {
@@ -88,14 +92,14 @@ impl<S: Service<Request<B>> + Clone, B> ResponseFuture<S, B> {
         copy: Option<Request<B>>,
     ) -> Self {
         // The clone only replays; it is made ready when used.
-        let replay = copy.map(|copy| (copy, service.clone()));
-        manager.attach(&authorized, request.headers_mut());
+        let replay = copy.map(|copy| Box::new(Replay(Some(copy), service.clone())));
+        let attached = manager.attach(authorized, request.headers_mut());
         let call = service.call(request);
-        let then = Some(Box::new(Then {
+        let then = Some(Then {
             manager: manager.clone(),
-            authorized,
+            attached,
             replay,
-        }));
+        });
         let state = State::Calling { call, then };
         Self { state }
     }
@@ -141,8 +145,8 @@ where
                 StateProj::Calling { call, then } => {
                     let response = ready!(call.poll(cx)).map_err(Error::Service)?;
                     let judged = then.take().and_then(|then| {
-                        let replay_with = then.manager.judge(&then.authorized, response.status());
-                        Some((replay_with?, *then))
+                        let replay_with = then.manager.judge(then.attached, response.status());
+                        Some((replay_with?, then))
                     });
                     let Some((replay_with, then)) = judged else {
                         state.set(State::Done);
@@ -160,15 +164,10 @@ where
                     let replacement = ready!(Pin::new(&mut rejecting.replay_with).poll(cx));
                     let response = rejecting.response.take().expect(COMPLETED);
                     let Rejecting { then, .. } = &mut **rejecting;
-                    match (replacement.map_err(Error::Auth)?, &mut then.replay) {
-                        (Some(authorized), Some((request, _))) => {
-                            then.manager.attach(&authorized, request.headers_mut());
-                            let (manager, replay) = (then.manager.clone(), then.replay.take());
-                            let replay = Box::new(Then {
-                                manager,
-                                authorized,
-                                replay,
-                            });
+                    match (replacement.map_err(Error::Auth)?, then.replay.take()) {
+                        (Some(authorized), Some(mut replay)) => {
+                            let request = replay.0.as_mut().expect(COMPLETED);
+                            then.manager.attach(authorized, request.headers_mut());
                             State::ReadyingReplay { replay }
                         }
                         // Not replayable, or the manager advises against it: the
@@ -180,12 +179,10 @@ where
                     }
                 }
                 StateProj::ReadyingReplay { replay } => {
-                    let (_, service) = replay.replay.as_mut().expect(COMPLETED);
+                    let Replay(request, service) = &mut **replay;
                     ready!(service.poll_ready(cx)).map_err(Error::Service)?;
-                    let (request, mut service) = replay.replay.take().expect(COMPLETED);
-                    State::Replaying {
-                        call: service.call(request),
-                    }
+                    let call = service.call(request.take().expect(COMPLETED));
+                    State::Replaying { call }
                 }
                 StateProj::Replaying { call } => {
                     let response = ready!(call.poll(cx));
