@@ -22,7 +22,6 @@ use futures_util::FutureExt;
 
 use crate::cell::{Published, TokenCell};
 use crate::clock::{unix_millis, CoarseTime};
-use crate::error::ReauthorizationReason;
 use crate::spawn::{AmbientTokio, Spawn};
 use crate::store::{StoreError, TokenStore};
 use crate::{
@@ -526,11 +525,11 @@ impl Inner {
         self: &Arc<Self>,
         transition: impl FnOnce(
             &mut RefreshState<SharedRefresh>,
-            Option<TokenView>,
+            Option<TokenView<Bearer>>,
             Duration,
             &RefreshPolicy,
             &mut dyn FnMut(state::Reason) -> SharedRefresh,
-        ) -> Step<SharedRefresh>,
+        ) -> Step<SharedRefresh, Bearer>,
     ) -> BearerFuture {
         let wall = self.clock.now();
         let monotonic = self.clock.monotonic();
@@ -560,28 +559,18 @@ impl Inner {
                 );
             }
         }
-        let current = current.map(|published| published.bearer.clone());
-        match (step, current) {
-            (Step::UseCurrent, Some(bearer)) => BearerFuture::ready(Ok(bearer)),
-            (Step::UseCurrentWhile(refresh), Some(bearer)) => {
+        match step {
+            Step::UseCurrent(bearer) => BearerFuture::ready(Ok(bearer)),
+            Step::UseCurrentWhile(bearer, refresh) => {
                 // Don't wait for a refresh ahead of expiry, but take its result if it
                 // is ready, and help it along if nothing else drives it.
                 let refreshed = refresh.now_or_never().and_then(Result::ok);
                 BearerFuture::ready(Ok(refreshed.unwrap_or(bearer)))
             }
-            (Step::Wait { refresh, fallback }, current) => BearerFuture {
-                state: Waiting::Refresh {
-                    refresh,
-                    fallback: current.filter(|_| fallback),
-                },
+            Step::Wait { refresh, fallback } => BearerFuture {
+                state: Waiting::Refresh { refresh, fallback },
             },
-            (Step::Fail(error), _) => BearerFuture::ready(Err(error)),
-            // The transitions use the current token only when there is one.
-            (Step::UseCurrent | Step::UseCurrentWhile(_), None) => {
-                BearerFuture::ready(Err(Error::ReauthorizationRequired {
-                    reason: ReauthorizationReason::NoToken,
-                }))
-            }
+            Step::Fail(error) => BearerFuture::ready(Err(error)),
         }
     }
 
@@ -593,32 +582,30 @@ impl Inner {
         reason: state::Reason,
         from: Option<Arc<Published>>,
     ) -> SharedRefresh {
-        let inner = Arc::clone(self);
-        async move { inner.run_refresh(reason, from).await }
-            .boxed()
-            .shared()
+        Arc::clone(self).run_refresh(reason, from).boxed().shared()
     }
 
     fn store_failed(&self, error: StoreError) -> StoreError {
         bump(&self.counters.store_failures);
         tracing::warn!(%error, "procore token store failed; the token is still used in memory");
-        *self
-            .last_store_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(error.clone());
+        self.set_last_store_error(Some(error.clone()));
         error
     }
 
     fn store_succeeded(&self) {
+        self.set_last_store_error(None);
+    }
+
+    fn set_last_store_error(&self, error: Option<StoreError>) {
         *self
             .last_store_error
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+            .unwrap_or_else(PoisonError::into_inner) = error;
     }
 }
 
 /// How the published token looks at wall-clock time `now`.
-fn view(published: &Published, now: SystemTime) -> TokenView {
+fn view(published: &Published, now: SystemTime) -> TokenView<Bearer> {
     let freshness = if unix_millis(now) < published.refresh_at_millis {
         Freshness::Fresh
     } else if published.token.is_expired_at(now) {
@@ -629,6 +616,7 @@ fn view(published: &Published, now: SystemTime) -> TokenView {
     TokenView {
         generation: published.generation(),
         freshness,
+        token: published.bearer.clone(),
     }
 }
 

@@ -52,11 +52,14 @@ impl Reason {
     }
 }
 
-/// The state of the current token at the moment of a decision.
+/// The current token at the moment of a decision: its generation, its freshness, and
+/// `token`, what a step hands back when it says "use the current token" (the bearer
+/// in the manager; `()` in tests).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct TokenView {
+pub(super) struct TokenView<T> {
     pub(super) generation: Generation,
     pub(super) freshness: Freshness,
+    pub(super) token: T,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,22 +72,15 @@ pub(super) enum Freshness {
     Expired,
 }
 
-impl TokenView {
-    fn usable(view: Option<Self>) -> bool {
-        view.is_some_and(|view| view.freshness != Freshness::Expired)
-    }
-}
-
 /// What the caller does next.
 #[derive(Debug)]
-pub(super) enum Step<R> {
+pub(super) enum Step<R, T> {
     /// Use the current token.
-    UseCurrent,
+    UseCurrent(T),
     /// Use the current token; a refresh (`R`) is under way.
-    UseCurrentWhile(R),
-    /// Wait for refresh `R`. With `fallback`, the current (still valid) token is used
-    /// if it fails.
-    Wait { refresh: R, fallback: bool },
+    UseCurrentWhile(T, R),
+    /// Wait for refresh `R`; if it fails, use `fallback` (the still valid token).
+    Wait { refresh: R, fallback: Option<T> },
     /// Fail with this error.
     Fail(Error),
 }
@@ -178,64 +174,63 @@ impl<R: Clone> RefreshState<R> {
 
     /// A caller needs a token and the current one (`current`) is not fresh.
     /// `start` begins a refresh for a reason and returns its handle.
-    pub(super) fn on_bearer(
+    pub(super) fn on_bearer<T>(
         &mut self,
-        current: Option<TokenView>,
+        current: Option<TokenView<T>>,
         now: Duration,
         policy: &RefreshPolicy,
         start: impl FnOnce(Reason) -> R,
-    ) -> Step<R> {
-        if current.is_some_and(|view| view.freshness == Freshness::Fresh) {
-            return Step::UseCurrent;
-        }
-        let usable = TokenView::usable(current);
-        match &self.phase {
-            Phase::Refreshing { refresh, .. } if usable => Step::UseCurrentWhile(refresh.clone()),
-            Phase::Refreshing { refresh, .. } => Step::Wait {
+    ) -> Step<R, T> {
+        let usable = match current {
+            Some(view) if view.freshness == Freshness::Fresh => {
+                return Step::UseCurrent(view.token)
+            }
+            Some(view) if view.freshness == Freshness::Due => Some(view.token),
+            _ => None,
+        };
+        match (&self.phase, usable) {
+            (Phase::Refreshing { refresh, .. }, Some(token)) => {
+                Step::UseCurrentWhile(token, refresh.clone())
+            }
+            (Phase::Refreshing { refresh, .. }, None) => Step::Wait {
                 refresh: refresh.clone(),
-                fallback: false,
+                fallback: None,
             },
-            Phase::CoolingDown { until, error, .. } if now < *until => {
-                if usable {
-                    Step::UseCurrent
-                } else {
-                    Step::Fail(Error::BackingOff {
-                        retry_in: *until - now,
-                        last_error: Arc::clone(error),
-                    })
-                }
+            (Phase::CoolingDown { until, .. }, Some(token)) if now < *until => {
+                Step::UseCurrent(token)
             }
-            Phase::NeedsReauthorization(_) if usable => Step::UseCurrent,
-            Phase::NeedsReauthorization(reauthorization) => {
-                match reauthorization.recheck(self.has_store, now, policy) {
-                    Ok(recheck) => self.wait_for(recheck, start),
-                    Err(error) => Step::Fail(error),
-                }
+            (Phase::CoolingDown { until, error, .. }, None) if now < *until => {
+                Step::Fail(backing_off(*until - now, error))
             }
-            Phase::Idle | Phase::CoolingDown { .. } => {
-                let reason = if usable {
-                    Reason::DueSoon
-                } else {
-                    Reason::Expired
+            (Phase::NeedsReauthorization(_), Some(token)) => Step::UseCurrent(token),
+            (Phase::NeedsReauthorization(reauthorization), None) => {
+                let recheck = reauthorization.recheck(self.has_store, now, policy);
+                self.start_or_fail(recheck, start)
+            }
+            (Phase::Idle | Phase::CoolingDown { .. }, fallback) => {
+                let reason = match fallback {
+                    Some(_) => Reason::DueSoon,
+                    None => Reason::Expired,
                 };
-                Step::Wait {
-                    refresh: self.start(reason, start),
-                    fallback: usable,
-                }
+                let refresh = self.start(reason, start);
+                Step::Wait { refresh, fallback }
             }
         }
     }
 
     /// The API answered 401 to a request that carried generation `rejected`.
-    pub(super) fn on_rejected(
+    pub(super) fn on_rejected<T>(
         &mut self,
-        current: Option<TokenView>,
+        current: Option<TokenView<T>>,
         rejected: Generation,
         now: Duration,
         policy: &RefreshPolicy,
         start: impl FnOnce(Reason) -> R,
-    ) -> Step<R> {
-        if current.is_none_or(|view| view.generation != rejected) {
+    ) -> Step<R, T> {
+        if current
+            .as_ref()
+            .is_none_or(|view| view.generation != rejected)
+        {
             // Already replaced (or withdrawn): whatever a caller gets now is what the
             // request is replayed with.
             return self.on_bearer(current, now, policy, start);
@@ -243,21 +238,18 @@ impl<R: Clone> RefreshState<R> {
         match &self.phase {
             Phase::Refreshing { refresh, .. } => Step::Wait {
                 refresh: refresh.clone(),
-                fallback: false,
+                fallback: None,
             },
             Phase::CoolingDown { until, error, .. } if now < *until => {
-                Step::Fail(Error::BackingOff {
-                    retry_in: *until - now,
-                    last_error: Arc::clone(error),
-                })
+                Step::Fail(backing_off(*until - now, error))
             }
             Phase::NeedsReauthorization(reauthorization) => {
-                match reauthorization.recheck(self.has_store, now, policy) {
-                    Ok(recheck) => self.wait_for(recheck, start),
-                    Err(error) => Step::Fail(error),
-                }
+                let recheck = reauthorization.recheck(self.has_store, now, policy);
+                self.start_or_fail(recheck, start)
             }
-            Phase::Idle | Phase::CoolingDown { .. } => self.wait_for(Reason::Rejected, start),
+            Phase::Idle | Phase::CoolingDown { .. } => {
+                self.start_or_fail(Ok(Reason::Rejected), start)
+            }
         }
     }
 
@@ -333,10 +325,18 @@ impl<R: Clone> RefreshState<R> {
         }
     }
 
-    fn wait_for(&mut self, reason: Reason, start: impl FnOnce(Reason) -> R) -> Step<R> {
-        Step::Wait {
-            refresh: self.start(reason, start),
-            fallback: false,
+    /// Starts a refresh for `next` and waits for it, or fails.
+    fn start_or_fail<T>(
+        &mut self,
+        next: Result<Reason, Error>,
+        start: impl FnOnce(Reason) -> R,
+    ) -> Step<R, T> {
+        match next {
+            Ok(reason) => Step::Wait {
+                refresh: self.start(reason, start),
+                fallback: None,
+            },
+            Err(error) => Step::Fail(error),
         }
     }
 
@@ -351,6 +351,13 @@ impl<R: Clone> RefreshState<R> {
             failures,
         };
         refresh
+    }
+}
+
+fn backing_off(retry_in: Duration, last_error: &Arc<Error>) -> Error {
+    Error::BackingOff {
+        retry_in,
+        last_error: Arc::clone(last_error),
     }
 }
 
@@ -373,10 +380,13 @@ mod tests {
         }
     }
 
-    fn view(generation: u64, freshness: Freshness) -> Option<TokenView> {
+    const NO_TOKEN: Option<TokenView<()>> = None;
+
+    fn view(generation: u64, freshness: Freshness) -> Option<TokenView<()>> {
         Some(TokenView {
             generation: Generation::new(generation),
             freshness,
+            token: (),
         })
     }
 
@@ -421,7 +431,7 @@ mod tests {
                     step,
                     Step::Wait {
                         refresh: "expired",
-                        fallback: false
+                        fallback: None
                     }
                 ),
                 "{step:?}"
@@ -432,7 +442,7 @@ mod tests {
                     step,
                     Step::Wait {
                         refresh: "expired",
-                        fallback: false
+                        fallback: None
                     }
                 ),
                 "{step:?}"
@@ -450,13 +460,13 @@ mod tests {
                 step,
                 Step::Wait {
                     refresh: "due",
-                    fallback: true
+                    fallback: Some(())
                 }
             ),
             "{step:?}"
         );
         let step = state.on_bearer(current, T0, &policy(), never);
-        assert!(matches!(step, Step::UseCurrentWhile("due")), "{step:?}");
+        assert!(matches!(step, Step::UseCurrentWhile((), "due")), "{step:?}");
     }
 
     #[test]
@@ -464,7 +474,7 @@ mod tests {
         let mut state = RefreshState::new(false);
         refreshing(&mut state, Reason::Rejected);
         let step = state.on_bearer(view(2, Freshness::Fresh), T0, &policy(), never);
-        assert!(matches!(step, Step::UseCurrent));
+        assert!(matches!(step, Step::UseCurrent(())));
     }
 
     #[test]
@@ -476,7 +486,7 @@ mod tests {
             step,
             Step::Wait {
                 refresh: "rejected",
-                fallback: false
+                fallback: None
             }
         ));
         let step = state.on_rejected(current, Generation::new(7), T0, &policy(), never);
@@ -496,7 +506,7 @@ mod tests {
             &policy(),
             never,
         );
-        assert!(matches!(step, Step::UseCurrent));
+        assert!(matches!(step, Step::UseCurrent(())));
         // The first 401 for 8, however soon, refreshes again: it is keyed to the
         // token, not to the time since the last refresh.
         let step = state.on_rejected(
@@ -561,7 +571,7 @@ mod tests {
             // A valid token is still used during a cool-down.
             assert!(matches!(
                 state.on_bearer(view(1, Freshness::Due), almost, &policy(), never),
-                Step::UseCurrent
+                Step::UseCurrent(())
             ));
             now += Duration::from_millis(delay_ms);
         }
@@ -575,7 +585,7 @@ mod tests {
         for seconds in [4_000_000_000, u64::MAX] {
             let mut state = RefreshState::new(false);
             state.on_bearer(
-                None,
+                NO_TOKEN,
                 Duration::MAX - Duration::from_secs(1),
                 &policy(),
                 starts,
@@ -600,7 +610,7 @@ mod tests {
             };
             assert_eq!(*until - T0, policy().backoff_max);
             // Near the end of the monotonic range, saturates instead of panicking.
-            state.on_bearer(None, T0 + policy().backoff_max, &policy(), starts);
+            state.on_bearer(NO_TOKEN, T0 + policy().backoff_max, &policy(), starts);
             state.on_finished(
                 Reason::Expired,
                 Outcome::Failed {
@@ -631,12 +641,12 @@ mod tests {
         assert_eq!(finished, Finished::Withdraw);
         // Right away: the error, no store read.
         assert!(matches!(
-            state.on_bearer(None, T0, &policy(), never),
+            state.on_bearer(NO_TOKEN, T0, &policy(), never),
             Step::Fail(Error::ReauthorizationRequired { .. })
         ));
         // After the recheck interval, one store read (single-flight like a refresh).
         let later = T0 + DEFAULT_RECHECK;
-        let step = state.on_bearer(None, later, &policy(), starts);
+        let step = state.on_bearer(NO_TOKEN, later, &policy(), starts);
         assert!(
             matches!(
                 step,
@@ -648,7 +658,7 @@ mod tests {
             "{step:?}"
         );
         assert!(matches!(
-            state.on_rejected(None, Generation::new(1), later, &policy(), never),
+            state.on_rejected(NO_TOKEN, Generation::new(1), later, &policy(), never),
             Step::Wait { .. }
         ));
         // Nothing new in the store: back to waiting out the interval.
@@ -671,7 +681,7 @@ mod tests {
         );
         assert_eq!(finished, Finished::Keep);
         assert!(matches!(
-            state.on_bearer(None, later, &policy(), never),
+            state.on_bearer(NO_TOKEN, later, &policy(), never),
             Step::Fail(_)
         ));
     }
@@ -681,7 +691,7 @@ mod tests {
     #[test]
     fn without_a_store_reauthorization_never_calls_anything() {
         let mut state = RefreshState::new(false);
-        state.on_bearer(None, T0, &policy(), starts);
+        state.on_bearer(NO_TOKEN, T0, &policy(), starts);
         state.on_finished(
             Reason::Expired,
             Outcome::Failed {
@@ -695,7 +705,7 @@ mod tests {
         for hours in [0, 1, 1_000] {
             let now = T0 + Duration::from_secs(hours * 3_600);
             assert!(matches!(
-                state.on_bearer(None, now, &policy(), never),
+                state.on_bearer(NO_TOKEN, now, &policy(), never),
                 Step::Fail(_)
             ));
         }
@@ -719,14 +729,14 @@ mod tests {
         assert_eq!(finished, Finished::Keep);
         assert!(matches!(
             state.on_bearer(current, T0, &policy(), never),
-            Step::UseCurrent
+            Step::UseCurrent(())
         ));
     }
 
     #[test]
     fn a_failure_after_a_token_was_set_meanwhile_changes_nothing() {
         let mut state = RefreshState::new(false);
-        state.on_bearer(None, T0, &policy(), starts);
+        state.on_bearer(NO_TOKEN, T0, &policy(), starts);
         state.on_token_set();
         assert!(matches!(state.phase(), Phase::Refreshing { .. }));
         state.on_finished(
@@ -745,7 +755,7 @@ mod tests {
     #[test]
     fn setting_a_token_ends_a_cool_down_or_a_reauthorization() {
         let mut state = RefreshState::new(false);
-        state.on_bearer(None, T0, &policy(), starts);
+        state.on_bearer(NO_TOKEN, T0, &policy(), starts);
         state.on_finished(
             Reason::Expired,
             Outcome::Failed {

@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::test_util::FaultyStore;
+use crate::ReauthorizationReason;
 use crate::{
     AccessToken, BoxFuture, ClientCredentialsGrant, ClientSecret, ManualClock, MemoryStore,
     OAuthClient, OAuthErrorCode, RefreshToken, RefreshTokenGrant, StoreError, TokenStore,
