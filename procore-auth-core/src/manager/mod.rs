@@ -310,7 +310,7 @@ impl TokenManager {
     #[inline]
     pub fn bearer(&self) -> BearerFuture {
         match self.fresh_bearer() {
-            Some(bearer) => BearerFuture::ready(Ok(bearer)),
+            Some(bearer) => BearerFuture::ready(bearer),
             None => self.handle.inner.bearer_slow(),
         }
     }
@@ -424,7 +424,10 @@ pub struct BearerFuture {
 }
 
 enum Waiting {
-    Ready(Option<Result<Bearer, Error>>),
+    /// Taken when polled.
+    Ready(Option<Bearer>),
+    /// Boxed: errors are large, and a small future is cheaper to return and move.
+    Failed(Option<Box<Error>>),
     Refresh {
         refresh: SharedRefresh,
         /// A still-valid token to use if the refresh fails.
@@ -433,9 +436,16 @@ enum Waiting {
 }
 
 impl BearerFuture {
-    fn ready(result: Result<Bearer, Error>) -> Self {
+    #[inline]
+    fn ready(bearer: Bearer) -> Self {
         Self {
-            state: Waiting::Ready(Some(result)),
+            state: Waiting::Ready(Some(bearer)),
+        }
+    }
+
+    fn failed(error: Error) -> Self {
+        Self {
+            state: Waiting::Failed(Some(Box::new(error))),
         }
     }
 }
@@ -446,8 +456,12 @@ impl Future for BearerFuture {
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
-            Waiting::Ready(result) => match result.take() {
-                Some(result) => Poll::Ready(result),
+            Waiting::Ready(bearer) => match bearer.take() {
+                Some(bearer) => Poll::Ready(Ok(bearer)),
+                None => panic!("BearerFuture polled after completion"),
+            },
+            Waiting::Failed(error) => match error.take() {
+                Some(error) => Poll::Ready(Err(*error)),
                 None => panic!("BearerFuture polled after completion"),
             },
             Waiting::Refresh { refresh, fallback } => {
@@ -462,6 +476,7 @@ impl fmt::Debug for BearerFuture {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             Waiting::Ready(_) => "ready",
+            Waiting::Failed(_) => "failed",
             Waiting::Refresh { .. } => "waiting for a refresh",
         };
         f.debug_struct("BearerFuture")
@@ -560,17 +575,17 @@ impl Inner {
             }
         }
         match step {
-            Step::UseCurrent(bearer) => BearerFuture::ready(Ok(bearer)),
+            Step::UseCurrent(bearer) => BearerFuture::ready(bearer),
             Step::UseCurrentWhile(bearer, refresh) => {
                 // Don't wait for a refresh ahead of expiry, but take its result if it
                 // is ready, and help it along if nothing else drives it.
                 let refreshed = refresh.now_or_never().and_then(Result::ok);
-                BearerFuture::ready(Ok(refreshed.unwrap_or(bearer)))
+                BearerFuture::ready(refreshed.unwrap_or(bearer))
             }
             Step::Wait { refresh, fallback } => BearerFuture {
                 state: Waiting::Refresh { refresh, fallback },
             },
-            Step::Fail(error) => BearerFuture::ready(Err(error)),
+            Step::Fail(error) => BearerFuture::failed(error),
         }
     }
 
