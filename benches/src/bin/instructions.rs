@@ -17,7 +17,10 @@ fn main() {
     if args.first().map(String::as_str) == Some("list") {
         for (group, names) in [
             ("read", Reader::ALL.map(Reader::name).to_vec()),
-            ("tower-empty / tower-typical", Stack::ALL.map(Stack::name).to_vec()),
+            (
+                "tower-empty / tower-typical",
+                Stack::ALL.map(Stack::name).to_vec(),
+            ),
             ("reqwest", Chain::ALL.map(Chain::name).to_vec()),
         ] {
             for (index, name) in names.iter().enumerate() {
@@ -38,8 +41,16 @@ fn main() {
                 std::hint::black_box(fixture.read(Reader::ALL[variant]));
             }
         }
-        "tower-empty" => drop(tower_overhead::run(Stack::ALL[variant], Shape::Empty, units)),
-        "tower-typical" => drop(tower_overhead::run(Stack::ALL[variant], Shape::Typical, units)),
+        "tower-empty" => drop(tower_overhead::run(
+            Stack::ALL[variant],
+            Shape::Empty,
+            units,
+        )),
+        "tower-typical" => drop(tower_overhead::run(
+            Stack::ALL[variant],
+            Shape::Typical,
+            units,
+        )),
         "reqwest" => drop(reqwest_overhead::run(Chain::ALL[variant], units)),
         _ => panic!("{usage}"),
     }
