@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnectorBuilder;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use procore_auth_examples::{target_from_args, user_manager};
@@ -15,10 +16,16 @@ use tower::{Layer, ServiceExt};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let target = target_from_args().await?;
-    // Real Procore needs TLS: hyper-util with a TLS connector (e.g. hyper-rustls).
-    // This example uses plain HTTP, which is what the local emulator speaks.
-    let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    // Token calls go through the same client, unwrapped.
+    // TLS for real Procore (with the platform's certificate verifier); plain HTTP is
+    // allowed too, for the local emulator.
+    let connector = HttpsConnectorBuilder::new()
+        .with_platform_verifier()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let http = Client::builder(TokioExecutor::new()).build::<_, Full<Bytes>>(connector);
+    // Token calls go through the same client, unwrapped (with TowerTransport's
+    // default 30 s timeout).
     let manager = user_manager(&target, TowerTransport::new(http.clone())).await?;
     let procore = ProcoreAuthLayer::new(manager.clone()).layer(http);
 

@@ -6,9 +6,10 @@ use procore_auth_core::Error as AuthError;
 #[non_exhaustive]
 pub enum Error<E> {
     /// No valid token could be obtained: match on the core error, for example
-    /// [`procore_auth_core::Error::ReauthorizationRequired`].
-    #[error("procore authorization failed")]
-    Auth(#[source] AuthError),
+    /// [`procore_auth_core::Error::ReauthorizationRequired`]. Displays as that error
+    /// (as the reqwest middleware's errors do).
+    #[error(transparent)]
+    Auth(AuthError),
     /// The wrapped service failed.
     #[error("inner service failed")]
     Service(#[source] E),

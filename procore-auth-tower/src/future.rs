@@ -108,10 +108,9 @@ impl<S: Service<Request<B>> + Clone, B> ResponseFuture<S, B> {
     pub(crate) fn authorizing(
         token: AuthorizeFuture,
         manager: &TokenManager,
-        (request, copy): (Request<B>, Option<Request<B>>),
+        request: Option<(Request<B>, Option<Request<B>>)>,
         service: S,
     ) -> Self {
-        let request = Some((request, copy));
         let waiting = Box::new(Authorizing {
             token,
             manager: manager.clone(),

@@ -56,4 +56,4 @@ pub use future::ResponseFuture;
 pub use layer::ProcoreAuthLayer;
 pub use replay::{CloneRequest, NoReplay, ReplayPolicy};
 pub use service::ProcoreAuth;
-pub use transport::TowerTransport;
+pub use transport::{TowerTransport, REQUEST_TIMEOUT};

@@ -93,7 +93,7 @@ where
                 // the call after the token arrives (tower's clone-and-swap idiom).
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::authorizing(token, manager, (request, copy), ready)
+                ResponseFuture::authorizing(token, manager, Some((request, copy)), ready)
             }
         }
     }
