@@ -72,9 +72,13 @@ impl Setup {
             Self {
                 me: format!("{}/rest/v1.0/me", emulator.base_url()),
                 tower: ProcoreAuthLayer::new(manager.clone()).layer(hyper),
-                reqwest: reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                    .with(ProcoreAuthMiddleware::new(manager))
-                    .build(),
+                reqwest: reqwest_middleware::ClientBuilder::new(
+                    procore_auth_reqwest::client_builder()
+                        .build()
+                        .expect("a reqwest client builds"),
+                )
+                .with(ProcoreAuthMiddleware::new(manager))
+                .build(),
                 emulator,
             }
         })

@@ -139,14 +139,20 @@ impl SharedPerGeneration {
     async fn header(self: &Arc<Self>) -> HeaderValue {
         if let Some(token) = &**self.token.load() {
             if !token.is_expired_at(SystemClock.now()) {
-                return token.header_value().clone();
+                return token
+                    .header_value()
+                    .expect("bench tokens have an access token")
+                    .clone();
             }
         }
         let refresh = {
             let mut inflight = self.inflight.lock().expect("never poisoned");
             if let Some(token) = &**self.token.load() {
                 if !token.is_expired_at(SystemClock.now()) {
-                    return token.header_value().clone();
+                    return token
+                        .header_value()
+                        .expect("bench tokens have an access token")
+                        .clone();
                 }
             }
             inflight
@@ -154,7 +160,10 @@ impl SharedPerGeneration {
                     let this = Arc::clone(self);
                     async move {
                         let token = this.herd.refresh().await;
-                        let header = token.header_value().clone();
+                        let header = token
+                            .header_value()
+                            .expect("bench tokens have an access token")
+                            .clone();
                         this.token.store(Arc::new(Some(token)));
                         *this.inflight.lock().expect("never poisoned") = None;
                         header
@@ -210,7 +219,10 @@ pub fn run(runtime: &tokio::runtime::Runtime, design: Design, tasks: usize) -> O
                         if token.is_expired_at(SystemClock.now()) {
                             *token = herd.refresh().await;
                         }
-                        token.header_value().clone()
+                        token
+                            .header_value()
+                            .expect("bench tokens have an access token")
+                            .clone()
                     }
                 })
                 .await;
@@ -223,11 +235,17 @@ pub fn run(runtime: &tokio::runtime::Runtime, design: Design, tasks: usize) -> O
                     async move {
                         let current = Arc::clone(&*token.read().await);
                         if !current.is_expired_at(SystemClock.now()) {
-                            return current.header_value().clone();
+                            return current
+                                .header_value()
+                                .expect("bench tokens have an access token")
+                                .clone();
                         }
                         let fresh = Arc::new(herd.refresh().await);
                         *token.write().await = Arc::clone(&fresh);
-                        fresh.header_value().clone()
+                        fresh
+                            .header_value()
+                            .expect("bench tokens have an access token")
+                            .clone()
                     }
                 })
                 .await;

@@ -68,10 +68,19 @@ impl Middleware for StaticHeader {
 
 fn client(chain: Chain) -> ClientWithMiddleware {
     let token = fresh_token("reqwest");
-    let builder = ClientBuilder::new(reqwest::Client::new());
+    let builder = ClientBuilder::new(
+        procore_auth_reqwest::client_builder()
+            .build()
+            .expect("a reqwest client builds"),
+    );
     let builder = match chain {
         Chain::Bare => builder,
-        Chain::StaticHeader => builder.with(StaticHeader(token.header_value().clone())),
+        Chain::StaticHeader => builder.with(StaticHeader(
+            token
+                .header_value()
+                .expect("bench tokens have an access token")
+                .clone(),
+        )),
         Chain::ProcoreAuth => builder.with(ProcoreAuthMiddleware::new(
             TokenManager::builder(NeverRefreshes).token(token).build(),
         )),

@@ -73,7 +73,12 @@ impl Fixture {
             manager: TokenManager::builder(NeverRefreshes)
                 .token(token.clone())
                 .build(),
-            arc_swap: ArcSwap::from_pointee(token.header_value().clone()),
+            arc_swap: ArcSwap::from_pointee(
+                token
+                    .header_value()
+                    .expect("bench tokens have an access token")
+                    .clone(),
+            ),
             std_rwlock: RwLock::new(Arc::new(token.clone())),
             std_mutex: Mutex::new(token.clone()),
             tokio_rwlock: tokio::sync::RwLock::new(Arc::new(token)),
@@ -102,12 +107,14 @@ impl Fixture {
                 .read()
                 .expect("never poisoned")
                 .header_value()
+                .expect("bench tokens have an access token")
                 .clone(),
             Reader::StdMutex => self
                 .std_mutex
                 .lock()
                 .expect("never poisoned")
                 .header_value()
+                .expect("bench tokens have an access token")
                 .clone(),
             Reader::TokioRwLock => self
                 .tokio_rwlock
@@ -115,6 +122,7 @@ impl Fixture {
                 .now_or_never()
                 .expect("no writer")
                 .header_value()
+                .expect("bench tokens have an access token")
                 .clone(),
         }
     }

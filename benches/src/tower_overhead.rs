@@ -108,7 +108,13 @@ pub fn run(stack: Stack, shape: Shape, iterations: u64) -> Duration {
     match stack {
         Stack::Bare => drive(noop(), &template, iterations),
         Stack::StaticBearer => drive(
-            AddAuthorizationLayer::bearer(token.access_token().secret()).layer(noop()),
+            AddAuthorizationLayer::bearer(
+                token
+                    .access_token()
+                    .expect("bench tokens have an access token")
+                    .secret(),
+            )
+            .layer(noop()),
             &template,
             iterations,
         ),

@@ -83,10 +83,14 @@ impl Client {
                 }))
             }
             Adapter::Reqwest => Inner::Reqwest(
-                reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-                    .with(ProcoreAuthMiddleware::new(manager.clone()))
-                    .with(RecordMiddleware(sent.clone()))
-                    .build(),
+                reqwest_middleware::ClientBuilder::new(
+                    procore_auth_reqwest::client_builder()
+                        .build()
+                        .expect("a reqwest client builds"),
+                )
+                .with(ProcoreAuthMiddleware::new(manager.clone()))
+                .with(RecordMiddleware(sent.clone()))
+                .build(),
             ),
         };
         Self {

@@ -30,9 +30,13 @@
 #![deny(missing_docs)]
 
 mod client;
+mod following;
+mod origin;
 mod setup;
 
 pub use client::{get, post, post_streaming, Adapter, Client, Reply};
+pub use following::FollowingClient;
+pub use origin::{Origin, Seen};
 pub use setup::{
     adapter_token_transport, authorized_manager, authorized_manager_with_timeout, frozen_clock, me,
     oauth, token_transport, wait_until, BACKOFF_BASE, BACKOFF_MAX, TOKEN_CALL_TIMEOUT, WAIT_LIMIT,

@@ -19,7 +19,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let grant = ClientCredentialsGrant::new(target.oauth.clone(), ReqwestTransport::new()?);
     let manager = TokenManager::builder(grant).request_policy(policy).build();
-    let client = ClientBuilder::new(reqwest::Client::new())
+    let client = ClientBuilder::new(procore_auth_reqwest::client_builder().build()?)
         .with(ProcoreAuthMiddleware::new(manager.clone()))
         .build();
 

@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let manager = TokenManager::builder(RefreshTokenGrant::new(target.oauth.clone(), transport))
         .store(store)
         .build();
-    let client = ClientBuilder::new(reqwest::Client::new())
+    let client = ClientBuilder::new(procore_auth_reqwest::client_builder().build()?)
         .with(ProcoreAuthMiddleware::new(manager))
         .build();
     let response = client

@@ -44,9 +44,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // client with the middleware.
     let hyper = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let tower_client = ProcoreAuthLayer::new(manager.clone()).layer(hyper);
-    let reqwest_client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(ProcoreAuthMiddleware::new(manager.clone()))
-        .build();
+    let reqwest_client =
+        reqwest_middleware::ClientBuilder::new(procore_auth_reqwest::client_builder().build()?)
+            .with(ProcoreAuthMiddleware::new(manager.clone()))
+            .build();
 
     // Procore expires every token; then 1 000 requests arrive at once.
     emulator.expire_all_tokens();

@@ -12,7 +12,7 @@ use reqwest_middleware::ClientBuilder;
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let target = target_from_args().await?;
     let manager = user_manager(&target, ReqwestTransport::new()?).await?;
-    let client = ClientBuilder::new(reqwest::Client::new())
+    let client = ClientBuilder::new(procore_auth_reqwest::client_builder().build()?)
         .with(ProcoreAuthMiddleware::new(manager.clone()))
         .build();
 

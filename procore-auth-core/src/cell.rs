@@ -72,14 +72,17 @@ impl fmt::Debug for Bearer {
 #[derive(Debug)]
 pub(crate) struct Published {
     pub(crate) token: Token,
-    pub(crate) bearer: Bearer,
+    /// `None` for a token without an access token (a refresh token alone): there is
+    /// nothing to hand out, and such a token is always due (`refresh_at_millis` 0).
+    pub(crate) bearer: Option<Bearer>,
+    generation: Generation,
     /// Unix milliseconds at which the token is due for refresh; `u64::MAX` if never.
     pub(crate) refresh_at_millis: u64,
 }
 
 impl Published {
     pub(crate) fn generation(&self) -> Generation {
-        self.bearer.generation
+        self.generation
     }
 }
 
@@ -98,9 +101,7 @@ impl TokenCell {
     pub(crate) fn fresh_bearer(&self, now_millis: u64) -> Option<Bearer> {
         let current = self.current.load();
         match &*current {
-            Some(published) if now_millis < published.refresh_at_millis => {
-                Some(published.bearer.clone())
-            }
+            Some(published) if now_millis < published.refresh_at_millis => published.bearer.clone(),
             _ => None,
         }
     }
@@ -115,10 +116,11 @@ impl TokenCell {
         let generation = Generation(self.last_generation.fetch_add(1, Ordering::Relaxed) + 1);
         let published = Arc::new(Published {
             refresh_at_millis: token.refresh_at(skew).map_or(u64::MAX, unix_millis),
-            bearer: Bearer {
-                header: token.header_value().clone(),
+            bearer: token.header_value().map(|header| Bearer {
+                header: header.clone(),
                 generation,
-            },
+            }),
+            generation,
             token,
         });
         self.current.store(Some(Arc::clone(&published)));

@@ -14,6 +14,9 @@ pub const OUT_OF_BAND_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 /// A Procore environment: its login (OAuth) base URL and its REST API base URL.
 ///
 /// Tokens are not shared across environments; each has its own client id and secret.
+/// Requests get the token only at the environment's API origin (scheme, host and
+/// port of [`api_base`](Self::api_base)); see [`RequestPolicy`](crate::RequestPolicy)
+/// to trust further origins by name.
 ///
 /// ```
 /// use procore_auth_core::Environment;
@@ -30,25 +33,19 @@ pub const OUT_OF_BAND_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 pub struct Environment {
     auth_base: String,
     api_base: String,
-    trusted_domain: Option<&'static str>,
 }
 
 impl Environment {
-    fn builtin(auth_base: &str, api_base: &str, trusted_domain: &'static str) -> Self {
+    fn builtin(auth_base: &str, api_base: &str) -> Self {
         Self {
             auth_base: auth_base.to_owned(),
             api_base: api_base.to_owned(),
-            trusted_domain: Some(trusted_domain),
         }
     }
 
     /// Procore production: `login.procore.com` / `api.procore.com`.
     pub fn production() -> Self {
-        Self::builtin(
-            "https://login.procore.com",
-            "https://api.procore.com",
-            "procore.com",
-        )
+        Self::builtin("https://login.procore.com", "https://api.procore.com")
     }
 
     /// The developer sandbox: `login-sandbox.procore.com` / `sandbox.procore.com`.
@@ -56,7 +53,6 @@ impl Environment {
         Self::builtin(
             "https://login-sandbox.procore.com",
             "https://sandbox.procore.com",
-            "procore.com",
         )
     }
 
@@ -65,17 +61,12 @@ impl Environment {
         Self::builtin(
             "https://login-sandbox-monthly.procore.com",
             "https://api-monthly.procore.com",
-            "procore.com",
         )
     }
 
     /// The federal zone: `login.procoregov.com` / `api.procoregov.com`.
     pub fn federal() -> Self {
-        Self::builtin(
-            "https://login.procoregov.com",
-            "https://api.procoregov.com",
-            "procoregov.com",
-        )
+        Self::builtin("https://login.procoregov.com", "https://api.procoregov.com")
     }
 
     /// A custom environment where the OAuth endpoints and the API share one base URL,
@@ -97,7 +88,6 @@ impl Environment {
         Ok(Self {
             auth_base: normalize_base(auth_base)?,
             api_base: normalize_base(api_base)?,
-            trusted_domain: None,
         })
     }
 
@@ -109,13 +99,6 @@ impl Environment {
     /// The REST API base URL, without a trailing slash.
     pub fn api_base(&self) -> &str {
         &self.api_base
-    }
-
-    /// The registered domain whose `https` hosts all belong to Procore in this
-    /// environment (`procore.com`, `procoregov.com`); `None` for custom environments,
-    /// which trust only their own API base.
-    pub fn trusted_domain(&self) -> Option<&'static str> {
-        self.trusted_domain
     }
 
     /// `GET` here to ask the user for authorization.
@@ -218,10 +201,6 @@ mod tests {
             assert_eq!(env.revoke_url(), format!("{auth}/oauth/revoke"));
             assert_eq!(env.token_info_url(), format!("{auth}/oauth/token/info"));
         }
-        assert_eq!(
-            Environment::federal().trusted_domain(),
-            Some("procoregov.com")
-        );
     }
 
     #[test]
@@ -245,12 +224,11 @@ mod tests {
     }
 
     #[test]
-    fn custom_base_is_normalized_and_trusts_no_domain() {
+    fn custom_base_is_normalized() {
         let env =
             Environment::custom_split("http://127.0.0.1:9/", "https://proxy.example/api/").unwrap();
         assert_eq!(env.token_url(), "http://127.0.0.1:9/oauth/token");
         assert_eq!(env.api_base(), "https://proxy.example/api");
-        assert_eq!(env.trusted_domain(), None);
     }
 
     #[test]

@@ -1,7 +1,12 @@
 //! The crate's error type.
 //!
-//! No variant carries a secret: token endpoint bodies are reduced to their RFC 6749
+//! No variant prints a secret: token endpoint bodies are reduced to their RFC 6749
 //! `error` code and description, and parse failures to a position, never a value.
+//! Text a server sent (`error`, `error_description`) is kept only after
+//! [`server_text`] has escaped its control characters, capped its length and scrubbed
+//! the secrets known where it was parsed (the client secret, the tokens presented).
+//! The one secret an error may hold is [`Error::rotated_refresh_token`], which
+//! `Display` omits and `Debug` redacts.
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,6 +14,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::secret::RefreshToken;
 use crate::store::StoreError;
 use crate::transport::{TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};
 
@@ -44,6 +50,11 @@ pub enum Error {
     InvalidResponse {
         /// What was wrong (never includes a token value).
         reason: String,
+        /// A new refresh token the rejected body carried. Procore burnt the refresh
+        /// token that was presented when it answered, so this is the only live one:
+        /// keep it (a [`TokenManager`](crate::TokenManager) saves it before it returns
+        /// the error, and strips it from the error it shares). Not printed.
+        rotated_refresh_token: Option<RefreshToken>,
     },
 
     /// The response body exceeded the size limit; it was not parsed.
@@ -82,6 +93,18 @@ pub enum Error {
     /// A user-supplied [`TokenSource`](crate::TokenSource) panicked while fetching a token.
     #[error("the token source panicked")]
     SourcePanicked,
+
+    /// The transport (or the parsing of its answer) panicked during a one-off OAuth
+    /// call: [`OAuthClient::exchange_code`](crate::OAuthClient::exchange_code),
+    /// [`revoke`](crate::OAuthClient::revoke) or
+    /// [`token_info`](crate::OAuthClient::token_info).
+    #[error("the OAuth call panicked")]
+    CallPanicked,
+
+    /// The [`TokenSource`](crate::TokenSource) cannot revoke tokens (see
+    /// [`TokenSource::revoke`](crate::TokenSource::revoke)); nothing was changed.
+    #[error("the token source cannot revoke tokens")]
+    RevokeUnsupported,
 }
 
 impl Error {
@@ -120,11 +143,162 @@ impl Error {
         matches!(self.oauth_error(), Some(OAuthErrorCode::InvalidGrant))
     }
 
+    /// The new refresh token a rejected success body carried (see
+    /// [`Error::InvalidResponse`]): keep it, the one presented is burnt.
+    pub fn rotated_refresh_token(&self) -> Option<&RefreshToken> {
+        match self {
+            Self::InvalidResponse {
+                rotated_refresh_token,
+                ..
+            } => rotated_refresh_token.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Takes the rotated refresh token out of the error.
+    pub(crate) fn take_rotated_refresh_token(&mut self) -> Option<RefreshToken> {
+        match self {
+            Self::InvalidResponse {
+                rotated_refresh_token,
+                ..
+            } => rotated_refresh_token.take(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn invalid_response(reason: impl Into<String>) -> Self {
         Self::InvalidResponse {
             reason: reason.into(),
+            rotated_refresh_token: None,
         }
     }
+
+    /// Scrubs `secrets` from the server text this error holds (already sanitized when
+    /// it was parsed; this removes secrets the parser did not know).
+    pub(crate) fn scrubbed(self, secrets: &[&str]) -> Self {
+        if !secrets
+            .iter()
+            .any(|secret| secret.len() >= MIN_SCRUBBED_SECRET_LEN)
+        {
+            return self;
+        }
+        match self {
+            Self::TokenEndpoint {
+                status,
+                error,
+                retry_after,
+            } => Self::TokenEndpoint {
+                status,
+                error: error.map(|error| error.scrubbed(secrets)),
+                retry_after,
+            },
+            Self::ReauthorizationRequired {
+                reason: ReauthorizationReason::InvalidGrant { description },
+            } => Self::ReauthorizationRequired {
+                reason: ReauthorizationReason::InvalidGrant {
+                    description: description.map(|text| rescrub(&text, secrets)),
+                },
+            },
+            Self::Callback(CallbackError::Denied(error)) => {
+                Self::Callback(CallbackError::Denied(error.scrubbed(secrets)))
+            }
+            Self::BackingOff {
+                retry_in,
+                last_error,
+            } => Self::BackingOff {
+                retry_in,
+                last_error: Arc::new((*last_error).clone().scrubbed(secrets)),
+            },
+            other => other,
+        }
+    }
+}
+
+/// The longest server text (in characters, after escaping) kept in an error.
+pub(crate) const MAX_SERVER_TEXT_CHARS: usize = 200;
+
+/// Shorter secrets are not scrubbed: every occurrence of a two-letter "secret" in a
+/// message would be noise, and would point at the secret besides.
+const MIN_SCRUBBED_SECRET_LEN: usize = 4;
+
+const REDACTED: &str = "[redacted]";
+
+/// Makes text a server sent safe to show and log: every occurrence of a secret in
+/// `secrets` (raw or form-encoded) becomes `[redacted]`, control characters (and
+/// Unicode line separators and bidirectional overrides) are escaped, so no line can
+/// be forged, and the result is cut at [`MAX_SERVER_TEXT_CHARS`] with an ellipsis.
+pub(crate) fn server_text(text: &str, secrets: &[&str]) -> String {
+    let scrubbed = scrub(text, secrets);
+    let mut out = String::new();
+    let mut chars = 0;
+    let mut escaped = String::new();
+    for c in scrubbed.chars() {
+        escaped.clear();
+        escape_into(c, &mut escaped);
+        let len = escaped.chars().count();
+        if chars + len > MAX_SERVER_TEXT_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push_str(&escaped);
+        chars += len;
+    }
+    out
+}
+
+fn escape_into(c: char, out: &mut String) {
+    match c {
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        // Line and paragraph separators, bidirectional embeddings, overrides and
+        // isolates: they reorder or break what a terminal or log viewer shows.
+        c if c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') =>
+        {
+            out.extend(c.escape_unicode());
+        }
+        c => out.push(c),
+    }
+}
+
+fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for secret in secrets {
+        if secret.len() < MIN_SCRUBBED_SECRET_LEN {
+            continue;
+        }
+        if text.contains(secret) {
+            text = text.replace(secret, REDACTED);
+        }
+        let encoded: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        if encoded != *secret && text.contains(&encoded) {
+            text = text.replace(&encoded, REDACTED);
+        }
+    }
+    text
+}
+
+/// Scrubs already-sanitized text again, with more secrets: also a secret's beginning
+/// left at the end of text that was cut off.
+fn rescrub(text: &str, secrets: &[&str]) -> String {
+    let mut text = scrub(text, secrets);
+    if let Some(body) = text.strip_suffix('…') {
+        let cut = secrets
+            .iter()
+            .filter(|secret| secret.len() >= MIN_SCRUBBED_SECRET_LEN)
+            .filter_map(|secret| {
+                (MIN_SCRUBBED_SECRET_LEN..secret.len())
+                    .rev()
+                    .filter(|&len| secret.is_char_boundary(len))
+                    .find(|&len| body.ends_with(&secret[..len]))
+            })
+            .max();
+        if let Some(cut) = cut {
+            text = format!("{}{REDACTED}…", &body[..body.len() - cut]);
+        }
+    }
+    text
 }
 
 /// Describes a JSON failure by category and position only: serde's own messages quote
@@ -172,6 +346,8 @@ pub enum ReauthorizationReason {
     MissingRefreshToken,
     /// No token has been set and none is in the token store.
     NoToken,
+    /// The token was revoked with [`TokenManager::revoke`](crate::TokenManager::revoke).
+    Revoked,
 }
 
 impl fmt::Display for ReauthorizationReason {
@@ -185,6 +361,7 @@ impl fmt::Display for ReauthorizationReason {
             } => write!(f, "the refresh token was rejected ({description})"),
             Self::MissingRefreshToken => f.write_str("the token has no refresh token"),
             Self::NoToken => f.write_str("no token is available"),
+            Self::Revoked => f.write_str("the token was revoked"),
         }
     }
 }
@@ -196,6 +373,29 @@ pub struct OAuthError {
     pub code: OAuthErrorCode,
     /// The human-readable `error_description`, if sent.
     pub description: Option<String>,
+}
+
+impl OAuthError {
+    /// An error a server sent, made safe with [`server_text`].
+    pub(crate) fn from_server(code: &str, description: Option<&str>, secrets: &[&str]) -> Self {
+        Self {
+            code: match OAuthErrorCode::parse(code) {
+                OAuthErrorCode::Other(other) => OAuthErrorCode::Other(server_text(&other, secrets)),
+                known => known,
+            },
+            description: description.map(|text| server_text(text, secrets)),
+        }
+    }
+
+    fn scrubbed(self, secrets: &[&str]) -> Self {
+        Self {
+            code: match self.code {
+                OAuthErrorCode::Other(other) => OAuthErrorCode::Other(rescrub(&other, secrets)),
+                known => known,
+            },
+            description: self.description.map(|text| rescrub(&text, secrets)),
+        }
+    }
 }
 
 impl fmt::Display for OAuthError {

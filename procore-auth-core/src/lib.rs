@@ -92,7 +92,7 @@ pub use manager::{
     BearerFuture, Jitter, Metrics, RejectedFuture, TokenManager, TokenManagerBuilder,
     DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_STORE_RECHECK,
 };
-pub use oauth::{AuthorizationRequest, OAuthClient, TokenApplication, TokenInfo};
+pub use oauth::{AuthorizationRequest, OAuthClient, Revocable, TokenApplication, TokenInfo};
 pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};
 pub use request::{Attached, Authorize, AuthorizeFuture, Authorized, ReplayFuture};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};

@@ -4,16 +4,18 @@
 use http::header::{HeaderName, AUTHORIZATION};
 use http::{HeaderMap, HeaderValue, Uri};
 
-use crate::{Bearer, Environment};
+use crate::{Bearer, Environment, Error};
 
 /// The header Procore uses to select the company a request acts on.
 pub const PROCORE_COMPANY_ID: HeaderName = HeaderName::from_static("procore-company-id");
 
 /// How adapters treat requests.
 ///
-/// - The token goes only to the environment's API origin and, for Procore's own
-///   environments, to any `https` host under its domain (`*.procore.com` or
-///   `*.procoregov.com`). Never elsewhere: file downloads redirect to storage hosts.
+/// - The token goes only to the environment's API origin (scheme, host and port), and
+///   to further origins the application names with
+///   [`trust_origin`](Self::trust_origin). Never elsewhere: not to other Procore hosts
+///   (another environment's API, or storage hosts that file downloads redirect to),
+///   and not to any other host.
 /// - A request that already has an `Authorization` header keeps it (unless told
 ///   otherwise) and is never replayed.
 /// - An optional default `Procore-Company-Id` is added where the request has none.
@@ -26,9 +28,15 @@ pub const PROCORE_COMPANY_ID: HeaderName = HeaderName::from_static("procore-comp
 /// let policy = RequestPolicy::new(&Environment::production()).with_company_id(5_000_000_000);
 /// let headers = http::HeaderMap::new();
 /// assert!(policy.should_attach(&"https://api.procore.com/rest/v1.0/me".parse()?, &headers));
-/// assert!(policy.should_attach(&"https://storage.procore.com/x".parse()?, &headers));
+/// // Not another Procore host or environment, unless trusted by name:
+/// assert!(!policy.should_attach(&"https://storage.procore.com/x".parse()?, &headers));
+/// assert!(!policy.should_attach(&"https://sandbox.procore.com/x".parse()?, &headers));
 /// assert!(!policy.should_attach(&"https://s3.amazonaws.com/x".parse()?, &headers));
 /// assert!(!policy.should_attach(&"http://api.procore.com/plain-http".parse()?, &headers));
+///
+/// let policy = policy.trust_origin("https://storage.procore.com")?;
+/// assert!(policy.should_attach(&"https://storage.procore.com/x".parse()?, &headers));
+/// assert!(!policy.should_attach(&"https://other.procore.com/x".parse()?, &headers));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -39,13 +47,32 @@ pub struct RequestPolicy {
     api_authority: String,
     api_host: String,
     api_port: u16,
-    trusted_domain: Option<&'static str>,
+    /// Origins trusted by name besides the API's; empty unless the application
+    /// called [`trust_origin`](Self::trust_origin).
+    extra_origins: Vec<Origin>,
     overwrite_authorization: bool,
     company_id: Option<(u64, HeaderValue)>,
 }
 
+/// A trusted origin: lowercase scheme and host (without a trailing dot), and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl Origin {
+    /// `host` has no trailing dot.
+    fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        port == self.port
+            && scheme.eq_ignore_ascii_case(&self.scheme)
+            && host.eq_ignore_ascii_case(&self.host)
+    }
+}
+
 impl RequestPolicy {
-    /// The default policy for `environment`.
+    /// The default policy for `environment`: the token goes to its API origin only.
     pub fn new(environment: &Environment) -> Self {
         // Environment validated the base as an absolute http(s) URL.
         let api: Uri = environment.api_base().parse().unwrap_or_default();
@@ -56,13 +83,52 @@ impl RequestPolicy {
                 .authority()
                 .map(|authority| authority.as_str().to_ascii_lowercase())
                 .unwrap_or_default(),
-            api_host: api.host().unwrap_or_default().to_ascii_lowercase(),
+            api_host: api
+                .host()
+                .unwrap_or_default()
+                .trim_end_matches('.')
+                .to_ascii_lowercase(),
             api_scheme,
             api_port,
-            trusted_domain: environment.trusted_domain(),
+            extra_origins: Vec::new(),
             overwrite_authorization: false,
             company_id: None,
         }
+    }
+
+    /// Also sends the token to `origin`, named exactly: `https://host` or
+    /// `https://host:port`, no wildcards, no path. Only for hosts that act for Procore
+    /// with this environment's tokens (Procore sends file downloads to storage hosts
+    /// that need no token, so most applications need none of this).
+    ///
+    /// `http` is accepted only for loopback hosts (`localhost`, `127.0.0.0/8`, `[::1]`),
+    /// such as a local emulator or proxy: a bearer token must not cross a network in
+    /// clear text.
+    ///
+    /// ```
+    /// use procore_auth_core::{Environment, Error, RequestPolicy};
+    ///
+    /// let policy = RequestPolicy::new(&Environment::production())
+    ///     .trust_origin("https://storage.procore.com")?
+    ///     .trust_origin("http://127.0.0.1:8080")?;
+    /// assert!(matches!(
+    ///     RequestPolicy::new(&Environment::production()).trust_origin("https://*.procore.com"),
+    ///     Err(Error::Config(_))
+    /// ));
+    /// # Ok::<(), Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] unless `origin` is an absolute `https` URL (or `http` to a
+    /// loopback host) with a host and nothing but an optional port and `/` after it:
+    /// no user info, path, query or wildcard.
+    pub fn trust_origin(mut self, origin: &str) -> Result<Self, Error> {
+        let origin = parse_origin(origin)?;
+        if !self.extra_origins.contains(&origin) {
+            self.extra_origins.push(origin);
+        }
+        Ok(self)
     }
 
     /// Adds `Procore-Company-Id: id` to requests that do not set one.
@@ -117,19 +183,13 @@ impl RequestPolicy {
     fn is_trusted_origin(&self, scheme: &str, host: &str, port: Option<u16>) -> bool {
         let port = port.unwrap_or(default_port(scheme));
         let host = host.trim_end_matches('.');
-        if scheme.eq_ignore_ascii_case(&self.api_scheme)
-            && host.eq_ignore_ascii_case(&self.api_host)
-            && port == self.api_port
-        {
-            return true;
-        }
-        self.trusted_domain.is_some_and(|domain| {
-            scheme.eq_ignore_ascii_case("https")
-                && port == 443
-                && host.len() > domain.len()
-                && host.as_bytes()[host.len() - domain.len() - 1] == b'.'
-                && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
-        })
+        (port == self.api_port
+            && scheme.eq_ignore_ascii_case(&self.api_scheme)
+            && host.eq_ignore_ascii_case(&self.api_host))
+            || self
+                .extra_origins
+                .iter()
+                .any(|origin| origin.matches(scheme, host, port))
     }
 
     /// Puts the token (and the default company id) on a request that
@@ -149,6 +209,56 @@ impl RequestPolicy {
     }
 }
 
+fn parse_origin(origin: &str) -> Result<Origin, Error> {
+    let invalid = |why: &str| Error::Config(format!("trusted origin `{origin}` {why}"));
+    let uri: Uri = origin.parse().map_err(|_| invalid("is not a valid URL"))?;
+    let scheme = match uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => "https",
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => "http",
+        _ => return Err(invalid("must be an absolute https:// URL")),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| invalid("must be an absolute https:// URL"))?;
+    if authority.as_str().contains('@') {
+        return Err(invalid("must not have user info"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(invalid("must be an origin only: no path or query"));
+    }
+    let host = authority.host().trim_end_matches('.').to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+    };
+    let is_ipv6 = host.starts_with('[') && host.ends_with(']');
+    if !is_ipv6 && !host.split('.').all(label_ok) {
+        return Err(invalid("must name one host (no wildcards)"));
+    }
+    if scheme == "http" && !is_loopback(&host) {
+        return Err(invalid(
+            "must use https: only a loopback host may get the token over http",
+        ));
+    }
+    Ok(Origin {
+        scheme: scheme.to_owned(),
+        port: authority.port_u16().unwrap_or(default_port(scheme)),
+        host,
+    })
+}
+
+/// `localhost`, `127.0.0.0/8` or `[::1]` (`host` lowercase).
+fn is_loopback(host: &str) -> bool {
+    if host == "localhost" {
+        return true;
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.parse::<std::net::IpAddr>()
+        .is_ok_and(|address| address.is_loopback())
+}
+
 fn default_port(scheme: &str) -> u16 {
     if scheme.eq_ignore_ascii_case("http") {
         80
@@ -166,27 +276,73 @@ mod tests {
     }
 
     #[test]
-    fn production_trusts_procore_https_hosts_only() {
+    fn production_trusts_exactly_its_api_origin_by_default() {
         let policy = RequestPolicy::new(&Environment::production());
         for yes in [
             "https://api.procore.com/rest/v1.0/me",
             "https://API.Procore.com:443/x",
-            "https://sandbox.procore.com/x",
             "https://api.procore.com./x",
+            "https://user@api.procore.com/x",
         ] {
             assert!(attaches(&policy, yes), "{yes}");
         }
         for no in [
+            // Other Procore hosts, including other environments' APIs and storage.
+            "https://sandbox.procore.com/x",
+            "https://storage.procore.com/x",
+            "https://login.procore.com/x",
+            "https://api-monthly.procore.com/x",
+            "https://app.procore.com/x",
+            "https://api.procoregov.com/x",
+            // Not the API origin at all.
             "http://api.procore.com/x",
             "https://api.procore.com:8443/x",
+            "https://api.procore.com.evil.example/x",
             "https://procore.com.evil.example/x",
             "https://evilprocore.com/x",
             "https://procore.com/x",
-            "https://api.procoregov.com/x",
             "https://storage.example.com/x",
             "/rest/v1.0/me",
         ] {
             assert!(!attaches(&policy, no), "{no}");
+        }
+    }
+
+    /// Issue 11 item 7: a sandbox token never goes to production (or anywhere but the
+    /// sandbox API), and the same for every built-in environment.
+    #[test]
+    fn every_builtin_environment_trusts_only_its_own_api_origin() {
+        let apis = [
+            "https://api.procore.com",
+            "https://sandbox.procore.com",
+            "https://api-monthly.procore.com",
+            "https://api.procoregov.com",
+            "https://login.procore.com",
+            "https://login-sandbox.procore.com",
+            "https://login.procoregov.com",
+            "https://storage.procoregov.com",
+        ];
+        for env in [
+            Environment::production(),
+            Environment::developer_sandbox(),
+            Environment::monthly_sandbox(),
+            Environment::federal(),
+        ] {
+            let policy = RequestPolicy::new(&env);
+            for api in apis {
+                let url = format!("{api}/rest/v1.0/me");
+                assert_eq!(
+                    attaches(&policy, &url),
+                    api == env.api_base(),
+                    "{env:?} -> {url}"
+                );
+                let host = api.trim_start_matches("https://");
+                assert_eq!(
+                    policy.should_attach_to("https", host, None, &HeaderMap::new()),
+                    api == env.api_base(),
+                    "{env:?} -> {host}"
+                );
+            }
         }
     }
 
@@ -199,6 +355,99 @@ mod tests {
         assert!(!attaches(&policy, "http://127.0.0.1:8081/x"));
         assert!(!attaches(&policy, "https://127.0.0.1:8080/x"));
         assert!(!attaches(&policy, "https://api.procore.com/x"));
+    }
+
+    #[test]
+    fn further_origins_are_trusted_only_by_name() {
+        let policy = RequestPolicy::new(&Environment::developer_sandbox())
+            .trust_origin("https://Storage.Procore.com/")
+            .unwrap()
+            .trust_origin("https://files.example:8443")
+            .unwrap()
+            .trust_origin("http://127.0.0.1:9000")
+            .unwrap();
+        for yes in [
+            "https://sandbox.procore.com/rest/v1.0/me",
+            "https://storage.procore.com/x",
+            "https://STORAGE.procore.com.:443/x",
+            "https://files.example:8443/x",
+            "http://127.0.0.1:9000/x",
+        ] {
+            assert!(attaches(&policy, yes), "{yes}");
+        }
+        for no in [
+            "https://api.procore.com/x",
+            "http://storage.procore.com/x",
+            "https://storage.procore.com:8443/x",
+            "https://eu.storage.procore.com/x",
+            "https://files.example/x",
+            "http://files.example:8443/x",
+            "http://127.0.0.1:9001/x",
+            "https://127.0.0.1:9000/x",
+        ] {
+            assert!(!attaches(&policy, no), "{no}");
+        }
+        let headers = HeaderMap::new();
+        assert!(policy.should_attach_to("https", "storage.procore.com", Some(443), &headers));
+        assert!(policy.should_attach_to("HTTPS", "storage.procore.com.", None, &headers));
+        assert!(!policy.should_attach_to("http", "storage.procore.com", None, &headers));
+        assert!(!policy.should_attach_to("https", "api.procore.com", None, &headers));
+        // The same origin named twice is kept once.
+        let twice = RequestPolicy::new(&Environment::production())
+            .trust_origin("https://storage.procore.com")
+            .unwrap()
+            .trust_origin("https://storage.procore.com:443")
+            .unwrap();
+        assert_eq!(twice.extra_origins.len(), 1);
+    }
+
+    #[test]
+    fn bad_trusted_origins_are_config_errors() {
+        for bad in [
+            "",
+            "storage.procore.com",
+            "//storage.procore.com",
+            "ftp://storage.procore.com",
+            "https://*.procore.com",
+            "https://.procore.com",
+            "https://storage..procore.com",
+            "https://storage.procore.com/path",
+            "https://storage.procore.com/?q=1",
+            "https://storage.procore.com?q=1",
+            "https://user@storage.procore.com",
+            "https://user:pass@storage.procore.com",
+            "https://storage procore.com",
+            "http://storage.procore.com",
+            "http://10.0.0.1",
+            "http://localhost.evil.example",
+            "http://127.0.0.1.evil.example",
+            "/relative",
+        ] {
+            let err = RequestPolicy::new(&Environment::production())
+                .trust_origin(bad)
+                .unwrap_err();
+            assert!(matches!(err, Error::Config(_)), "{bad}: {err:?}");
+        }
+        for good in [
+            "https://storage.procore.com",
+            "https://storage.procore.com:8443/",
+            "http://localhost:8080",
+            "http://127.0.0.2",
+            "http://[::1]:8080",
+            "https://[2001:db8::1]",
+        ] {
+            assert!(
+                RequestPolicy::new(&Environment::production())
+                    .trust_origin(good)
+                    .is_ok(),
+                "{good}"
+            );
+        }
+        let ipv6 = RequestPolicy::new(&Environment::production())
+            .trust_origin("http://[::1]:8080")
+            .unwrap();
+        assert!(attaches(&ipv6, "http://[::1]:8080/x"));
+        assert!(!attaches(&ipv6, "http://[::2]:8080/x"));
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Where new tokens come from: the grant strategies.
 
 use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 
 use crate::error::ReauthorizationReason;
-use crate::secret::{AccessToken, AuthorizationCode};
+use crate::oauth::Revocable;
+use crate::secret::AuthorizationCode;
 use crate::transport::{BoxFuture, Transport};
 use crate::{Clock, Environment, Error, OAuthClient, SystemClock, Token, TokenInfo};
 
@@ -56,6 +60,16 @@ pub trait TokenSource: Send + Sync + fmt::Debug {
     fn environment(&self) -> Option<&Environment> {
         None
     }
+
+    /// Revokes `token` (and the rest of its pair) at the server. Used by
+    /// [`TokenManager::revoke`](crate::TokenManager::revoke).
+    ///
+    /// The default answers [`Error::RevokeUnsupported`]; the built-in grants revoke
+    /// through their [`OAuthClient`].
+    fn revoke<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), Error>> {
+        let _ = token;
+        Box::pin(async { Err(Error::RevokeUnsupported) })
+    }
 }
 
 /// The refresh-token grant: presents the current token's refresh token and gets a new
@@ -90,11 +104,17 @@ impl TokenSource for RefreshTokenGrant {
                     .refresh_token()
                     .ok_or_else(|| reauthorize(ReauthorizationReason::MissingRefreshToken))?,
             };
+            let access_token = current.and_then(Token::access_token);
+            let secrets = [
+                refresh_token.secret(),
+                access_token.map_or("", |access| access.secret()),
+            ];
             let token = request_token(
                 &self.client,
                 &*self.transport,
                 clock,
                 Resend::OnlyIfNeverSent,
+                &secrets,
                 || self.client.refresh_request(refresh_token),
             )
             .await?;
@@ -104,6 +124,11 @@ impl TokenSource for RefreshTokenGrant {
 
     fn environment(&self) -> Option<&Environment> {
         Some(self.client.environment())
+    }
+
+    /// Revokes `token` by its refresh token (Procore revokes the pair).
+    fn revoke<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.client.revoke(&*self.transport, token))
     }
 }
 
@@ -136,12 +161,18 @@ impl TokenSource for ClientCredentialsGrant {
             &*self.transport,
             clock,
             Resend::OnTransientFailure,
+            &[],
             || self.client.client_credentials_request(),
         ))
     }
 
     fn environment(&self) -> Option<&Environment> {
         Some(self.client.environment())
+    }
+
+    /// Revokes `token` at the server.
+    fn revoke<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.client.revoke(&*self.transport, token))
     }
 }
 
@@ -163,13 +194,14 @@ async fn request_token(
     transport: &dyn Transport,
     clock: &dyn Clock,
     resend: Resend,
+    secrets: &[&str],
     build: impl Fn() -> http::Request<Bytes>,
 ) -> Result<Token, Error> {
     let mut resent = false;
     loop {
         let sent_at = clock.now();
         let result = match transport.send(build()).await {
-            Ok(response) => client.parse_token_response(&response, sent_at),
+            Ok(response) => client.parse_token_response_scrubbing(&response, sent_at, secrets),
             Err(error) => Err(error.into()),
         };
         let may_resend = match &result {
@@ -190,33 +222,42 @@ impl OAuthClient {
     /// # Errors
     ///
     /// As [`parse_token_response`](Self::parse_token_response), plus
-    /// [`Error::Transport`]. A code is single use: this never re-sends.
+    /// [`Error::Transport`], and [`Error::CallPanicked`] if `transport` panicked. A
+    /// code is single use: this never re-sends.
     pub async fn exchange_code(
         &self,
         transport: &dyn Transport,
         code: &AuthorizationCode,
         redirect_uri: &str,
     ) -> Result<Token, Error> {
-        let sent_at = SystemClock.now();
-        let response = transport
-            .send(self.exchange_code_request(code, redirect_uri))
-            .await?;
-        self.parse_token_response(&response, sent_at)
+        guard(async {
+            let sent_at = SystemClock.now();
+            let response = transport
+                .send(self.exchange_code_request(code, redirect_uri))
+                .await?;
+            self.parse_token_response_scrubbing(&response, sent_at, &[code.secret()])
+        })
+        .await
     }
 
-    /// Revokes `token` and its refresh token, sending with `transport`.
+    /// Revokes `token` — an access token, a refresh token or a whole
+    /// [`Token`] — and the rest of its pair, sending with `transport`.
     ///
     /// # Errors
     ///
     /// As [`parse_revoke_response`](Self::parse_revoke_response), plus
-    /// [`Error::Transport`].
-    pub async fn revoke(
+    /// [`Error::Transport`], and [`Error::CallPanicked`] if `transport` panicked.
+    pub async fn revoke<'a>(
         &self,
         transport: &dyn Transport,
-        token: &AccessToken,
+        token: impl Into<Revocable<'a>>,
     ) -> Result<(), Error> {
-        let response = transport.send(self.revoke_request(token)).await?;
-        self.parse_revoke_response(&response)
+        let request = self.revoke_request(token);
+        guard(async {
+            let response = transport.send(request).await?;
+            self.parse_revoke_response(&response)
+        })
+        .await
     }
 
     /// Asks the token-info endpoint about `token`, sending with `transport`.
@@ -224,13 +265,67 @@ impl OAuthClient {
     /// # Errors
     ///
     /// As [`parse_token_info_response`](Self::parse_token_info_response), plus
-    /// [`Error::Transport`].
+    /// [`Error::Transport`], and [`Error::CallPanicked`] if `transport` panicked.
     pub async fn token_info(
         &self,
         transport: &dyn Transport,
         token: &Token,
     ) -> Result<TokenInfo, Error> {
-        let response = transport.send(self.token_info_request(token)).await?;
-        self.parse_token_info_response(&response)
+        guard(async {
+            let response = transport.send(self.token_info_request(token)).await?;
+            self.parse_token_info_response(&response)
+        })
+        .await
+    }
+}
+
+/// A panic in a user-supplied transport (or a parser bug) becomes a typed error, as
+/// it does inside the manager.
+async fn guard<T>(call: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    AssertUnwindSafe(call)
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(Error::CallPanicked))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::{ClientSecret, RefreshToken, TransportError};
+
+    #[derive(Debug)]
+    struct Panicking;
+
+    impl Transport for Panicking {
+        fn send(
+            &self,
+            _: http::Request<Bytes>,
+        ) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+            Box::pin(async { panic!("transport bug") })
+        }
+    }
+
+    fn client() -> OAuthClient {
+        OAuthClient::new(Environment::production(), "id", ClientSecret::new("secret"))
+    }
+
+    #[test]
+    fn one_off_calls_turn_a_panicking_transport_into_a_typed_error() {
+        let client = client();
+        let token = Token::from_refresh_token(RefreshToken::new("r"));
+        let exchange = client
+            .exchange_code(&Panicking, &AuthorizationCode::new("c"), "http://localhost")
+            .now_or_never()
+            .unwrap();
+        assert!(matches!(exchange, Err(Error::CallPanicked)), "{exchange:?}");
+        let revoke = client.revoke(&Panicking, &token).now_or_never().unwrap();
+        assert!(matches!(revoke, Err(Error::CallPanicked)), "{revoke:?}");
+        let info = client
+            .token_info(&Panicking, &token)
+            .now_or_never()
+            .unwrap();
+        assert!(matches!(info, Err(Error::CallPanicked)), "{info:?}");
     }
 }

@@ -32,6 +32,18 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
         token: &'a Token,
         expected: Option<&'a Token>,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Removes the stored token (after [`TokenManager::revoke`](crate::TokenManager::revoke)).
+    /// Removing from an empty store succeeds.
+    ///
+    /// The default fails with an I/O error of kind `Unsupported`.
+    fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let error = StoreError::from(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this token store cannot remove its token",
+        ));
+        Box::pin(async move { Err(error) })
+    }
 }
 
 /// A token store failure.
@@ -107,13 +119,22 @@ impl TokenStore for MemoryStore {
         });
         Box::pin(async move { result })
     }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        *self.token.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Keeps the token in a JSON file, readable only by its owner (mode 0600 on Unix).
 ///
-/// Writes go to a temporary file in the same directory, are flushed to disk, then
+/// Writes go to a new temporary file in the same directory, are flushed to disk, then
 /// renamed over the old file, so a crash leaves either the old token or the new one,
-/// never a truncated file. The compare-and-swap is atomic between clones of one
+/// never a truncated file. The temporary file's name is random for every write
+/// (`<file>.<32 hex digits>.tmp`) and it is created with `create_new`, which fails
+/// rather than follow a link (or open a file) that another user planted there. A crash
+/// between creating and renaming may leave such a file behind; it is never read. As
+/// for any secret file, the directory should not be writable by other users. The compare-and-swap is atomic between clones of one
 /// `FileStore` in one process; processes sharing a file need a store with a real
 /// cross-process lock.
 ///
@@ -140,17 +161,7 @@ impl FileStore {
 
     fn read(&self) -> Result<Option<Token>, StoreError> {
         match fs::read(&self.path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|error| StoreError::Corrupt {
-                        reason: crate::error::describe_json_error(
-                            &error,
-                            "stored token",
-                            bytes.len(),
-                        ),
-                    })
-            }
+            Ok(bytes) => parse_token_file(&bytes).map(Some),
             Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(error) => Err(error.into()),
         }
@@ -167,43 +178,74 @@ impl FileStore {
         let json = serde_json::to_vec_pretty(token).map_err(|error| StoreError::Corrupt {
             reason: crate::error::describe_json_error(&error, "token", 0),
         })?;
-        let temporary = self.temporary_path();
-        let written = write_new_private_file(&temporary, &json)
-            .and_then(|()| fs::rename(&temporary, &self.path));
-        if let Err(error) = written {
-            let _ = fs::remove_file(&temporary); // best effort: the error below matters
+        self.replace_via(&self.temporary_path(), &json)
+    }
+
+    /// Writes `contents` to a new file at `temporary`, then renames it over the token
+    /// file: readers see the old file or the new one, never a part.
+    fn replace_via(&self, temporary: &Path, contents: &[u8]) -> Result<(), StoreError> {
+        // If this fails, nothing was created: whatever is at `temporary` is not ours.
+        write_new_private_file(temporary, contents)?;
+        if let Err(error) = fs::rename(temporary, &self.path) {
+            let _ = fs::remove_file(temporary); // best effort: the error below matters
             return Err(error.into());
         }
         sync_directory(&self.path);
         Ok(())
     }
 
+    /// `<file>.<128 random bits in hex>.tmp`, next to the file (a rename within one
+    /// directory is atomic). Unique per write, so no other process can predict it and
+    /// plant something there; [`write_new_private_file`] refuses it anyway if it exists.
     fn temporary_path(&self) -> PathBuf {
         let mut name = self
             .path
             .file_name()
             .map(|name| name.to_os_string())
             .unwrap_or_default();
-        name.push(format!(".{}.tmp", std::process::id()));
+        name.push(format!(".{}.tmp", crate::random::unguessable_string()));
         self.path.with_file_name(name)
     }
 }
 
+/// Parses a token file's content; an error describes what is wrong by position only,
+/// never quoting the content (it may hold a token).
+fn parse_token_file(bytes: &[u8]) -> Result<Token, StoreError> {
+    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt {
+        reason: crate::error::describe_json_error(&error, "stored token", bytes.len()),
+    })
+}
+
+/// Creates `path` as a new file, mode 0600 on Unix, writes `contents` and syncs it.
+///
+/// `create_new` (`O_CREAT | O_EXCL` on Unix, `CREATE_NEW` on Windows) fails if
+/// anything exists at `path`, and POSIX requires it to fail for a symbolic link even
+/// when the link dangles: a link planted at the temporary name is never followed, so
+/// no other file is truncated, written or created through it. (`O_NOFOLLOW` would add
+/// nothing here, and would need the `libc` crate.) On failure after creating the file,
+/// the file is removed.
 fn write_new_private_file(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(path)?;
-    #[cfg(unix)]
-    {
-        // `mode` applies only when the file is created; a leftover temporary file
-        // from a crash keeps its old mode, so set it explicitly.
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(fs::Permissions::from_mode(0o600))?;
+    let written = (|| {
+        #[cfg(unix)]
+        {
+            // The umask may have cleared bits of 0600 at creation: make it exact. This
+            // changes the open file (`fchmod`), not whatever the path names now.
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+        }
+        file.write_all(contents)?;
+        file.sync_all()
+    })();
+    if written.is_err() {
+        drop(file);
+        let _ = fs::remove_file(path); // ours: created above; the error below matters
     }
-    file.write_all(contents)?;
-    file.sync_all()
+    written
 }
 
 /// Makes the rename durable. Best effort: some platforms cannot open directories.
@@ -235,6 +277,20 @@ impl TokenStore for FileStore {
         expected: Option<&'a Token>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         let result = self.write(token, expected);
+        Box::pin(async move { result })
+    }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        let result = {
+            let _writer = self
+                .write_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match fs::remove_file(&self.path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error.into()),
+                _ => Ok(()),
+            }
+        };
         Box::pin(async move { result })
     }
 }
@@ -290,7 +346,7 @@ mod tests {
         // A second store on the same file (a restarted process) sees the token.
         let reopened = FileStore::new(store.path());
         let loaded = block_on(reopened.load()).unwrap().unwrap();
-        assert_eq!(loaded.access_token().secret(), "a2");
+        assert_eq!(loaded.access_token().unwrap().secret(), "a2");
         assert_eq!(loaded.refresh_token().unwrap().secret(), "r2");
     }
 
@@ -319,26 +375,38 @@ mod tests {
         fs::write(&temporary, b"{\"access_token\":\"ha").unwrap();
         // ...which never affects what is loaded,
         let loaded = block_on(store.load()).unwrap().unwrap();
-        assert_eq!(loaded.access_token().secret(), "old");
-        // and a write that fails before the rename (here: the temporary path cannot
-        // be a file) leaves the previous token in place.
+        assert_eq!(loaded.access_token().unwrap().secret(), "old");
+        // and a write that fails before the rename (here: something already exists
+        // at the temporary path) leaves the previous token in place, and the obstacle
+        // (not ours) where it was.
         fs::remove_file(&temporary).unwrap();
         fs::create_dir(&temporary).unwrap();
-        let err = block_on(store.save(&token("new", "new-r"), None)).unwrap_err();
+        let json = serde_json::to_vec(&token("new", "new-r")).unwrap();
+        let err = store.replace_via(&temporary, &json).unwrap_err();
         assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+        assert!(temporary.is_dir());
         let loaded = block_on(store.load()).unwrap().unwrap();
-        assert_eq!(loaded.access_token().secret(), "old");
-        // Once the obstacle is gone the next save succeeds.
-        fs::remove_dir(&temporary).unwrap();
+        assert_eq!(loaded.access_token().unwrap().secret(), "old");
+        // The next save picks a fresh temporary name and succeeds, leaving no
+        // temporary file of its own.
         block_on(store.save(&token("new", "new-r"), None)).unwrap();
         assert_eq!(
             block_on(store.load())
                 .unwrap()
                 .unwrap()
                 .access_token()
+                .unwrap()
                 .secret(),
             "new"
         );
+        let mut names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect();
+        names.sort();
+        let mut expected = vec![store.path().to_owned(), temporary];
+        expected.sort();
+        assert_eq!(names, expected);
     }
 
     #[test]
@@ -358,6 +426,123 @@ mod tests {
         ));
     }
 
+    /// Issue 11 item 6: a symlink planted where the store writes its temporary file
+    /// (the old, predictable `<file>.<pid>.tmp`, and other guesses) must not be
+    /// followed: the victim stays untouched and the token file is a regular file.
+    #[cfg(unix)]
+    #[test]
+    fn save_never_writes_through_a_symlink_planted_at_a_temporary_path() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let pid = std::process::id();
+        for guess in [
+            format!("token.json.{pid}.tmp"),
+            "token.json.tmp".to_owned(),
+            format!(".token.json.{pid}.tmp"),
+        ] {
+            symlink(&victim, dir.path().join(guess)).unwrap();
+        }
+        // A dangling link: following it would create a file the attacker chose.
+        let planted = dir.path().join("created-through-a-link");
+        symlink(
+            &planted,
+            dir.path().join(format!("token.json.{}.tmp", pid + 1)),
+        )
+        .unwrap();
+        let store = FileStore::new(&path);
+        block_on(store.save(&token("a", "r"), None)).unwrap();
+        block_on(store.save(&token("a2", "r2"), None)).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(!planted.exists());
+        assert!(fs::symlink_metadata(&path).unwrap().file_type().is_file());
+        let loaded = block_on(store.load()).unwrap().unwrap();
+        assert_eq!(loaded.access_token().unwrap().secret(), "a2");
+    }
+
+    /// The temporary file is created fresh: whatever already exists at its path (a
+    /// link, dangling or not, or a file) is an error, never opened.
+    #[cfg(unix)]
+    #[test]
+    fn temporary_file_is_created_new_never_through_a_link() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let linked = dir.path().join("linked.tmp");
+        symlink(&victim, &linked).unwrap();
+        let err = write_new_private_file(&linked, b"token").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err:?}");
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        let target = dir.path().join("would-be-created");
+        let dangling = dir.path().join("dangling.tmp");
+        symlink(&target, &dangling).unwrap();
+        let err = write_new_private_file(&dangling, b"token").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists, "{err:?}");
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn temporary_names_are_unique_and_unpredictable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("token.json"));
+        let first = store.temporary_path();
+        let second = store.temporary_path();
+        assert_ne!(first, second);
+        let pid_name = dir
+            .path()
+            .join(format!("token.json.{}.tmp", std::process::id()));
+        assert_ne!(first, pid_name);
+        assert_eq!(
+            first.parent(),
+            Some(dir.path()),
+            "same directory: rename is atomic"
+        );
+    }
+
+    /// Issue 11 item 3: a huge timestamp in the token file is a corrupt file, not a
+    /// panic (`UNIX_EPOCH + Duration` overflows `SystemTime`).
+    #[test]
+    fn absurd_timestamps_in_the_file_are_corrupt_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("token.json"));
+        let max = u64::MAX;
+        let past_i64 = 1_u64 << 63;
+        for (issued, expires) in [
+            (max.to_string(), "null".to_owned()),
+            (past_i64.to_string(), "null".to_owned()),
+            ("1700000000".to_owned(), max.to_string()),
+            ("1700000000".to_owned(), past_i64.to_string()),
+        ] {
+            fs::write(
+                store.path(),
+                format!(
+                    r#"{{"access_token":"a","refresh_token":"r","issued_at":{issued},"expires_at":{expires}}}"#
+                ),
+            )
+            .unwrap();
+            let loaded =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| block_on(store.load())));
+            assert!(
+                matches!(loaded, Ok(Err(StoreError::Corrupt { .. }))),
+                "issued_at {issued}, expires_at {expires}: {:?}",
+                loaded.as_ref().map_err(|_| "panicked")
+            );
+        }
+        // The largest representable times are fine, and their arithmetic is checked.
+        let far = i64::MAX.to_string();
+        fs::write(
+            store.path(),
+            format!(r#"{{"access_token":"a","issued_at":{far},"expires_at":{far}}}"#),
+        )
+        .unwrap();
+        let token = block_on(store.load()).unwrap().unwrap();
+        let _ = token.refresh_at(crate::DEFAULT_REFRESH_SKEW);
+        assert!(!token.is_expired_at(UNIX_EPOCH + Duration::from_secs(1_700_000_000)));
+    }
+
     #[test]
     fn store_errors_print_no_secret() {
         let dir = tempfile::tempdir().unwrap();
@@ -370,5 +555,129 @@ mod tests {
         let err = block_on(store.load()).unwrap_err();
         let printed = format!("{err} {err:?}");
         assert!(!printed.contains("leaky-secret"), "{printed}");
+    }
+}
+
+/// The token-file parser under arbitrary input: `scripts/fuzz.sh` runs this for
+/// millions of cases; CI runs proptest's default 256.
+#[cfg(test)]
+mod fuzz {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A marker that would show up in an error message that quotes its input.
+    const MARKER: &str = "SeCrEtMaRkEr";
+
+    /// JSON-shaped token files: the stored fields (and others) with values of every
+    /// JSON type, many of them the marker or numbers at the edges of every integer
+    /// type and of `SystemTime`.
+    fn json_file() -> impl Strategy<Value = Vec<u8>> {
+        let number = prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|n| format!("{n:?}")),
+            Just(u64::MAX.to_string()),
+            Just((1_u64 << 63).to_string()),
+            Just(i64::MAX.to_string()),
+            Just((i64::MAX as u64 / 1_000).to_string()),
+            Just("18446744073709551616".to_owned()),
+            Just("1e400".to_owned()),
+            Just("-0".to_owned()),
+            (0u64..4_000_000_000).prop_map(|n| n.to_string()),
+        ];
+        let value = prop_oneof![
+            3 => number,
+            2 => Just(format!("\"{MARKER}\"")),
+            1 => Just(format!("\"{MARKER}\\n\\u0000\"")),
+            1 => Just(format!("\"Bearer {MARKER}\"")),
+            1 => Just("\"\"".to_owned()),
+            1 => Just("null".to_owned()),
+            1 => Just("true".to_owned()),
+            1 => Just(format!("[\"{MARKER}\"]")),
+            1 => Just(format!("{{\"x\":\"{MARKER}\"}}")),
+            1 => "[ -~]{0,20}".prop_map(|s| format!("{s:?}")),
+        ];
+        let key = prop_oneof![
+            Just("access_token"),
+            Just("refresh_token"),
+            Just("issued_at"),
+            Just("expires_at"),
+            Just("expires_in"),
+            Just("created_at"),
+            Just("other"),
+            Just(MARKER),
+        ];
+        // Mostly well-formed files (the stored fields, each may be absent, values
+        // varied), sometimes any mix.
+        let fields = prop_oneof![
+            (
+                proptest::option::of(value.clone()),
+                proptest::option::of(value.clone()),
+                value.clone(),
+                proptest::option::of(value.clone()),
+            )
+                .prop_map(|(access, refresh, issued, expires)| {
+                    let mut fields = vec![("issued_at", issued)];
+                    fields.extend(access.map(|v| ("access_token", v)));
+                    fields.extend(refresh.map(|v| ("refresh_token", v)));
+                    fields.extend(expires.map(|v| ("expires_at", v)));
+                    fields
+                }),
+            proptest::collection::vec((key, value), 0..8),
+        ];
+        fields.prop_map(|fields| {
+            let fields: Vec<String> = fields
+                .into_iter()
+                .map(|(key, value)| format!("\"{key}\":{value}"))
+                .collect();
+            format!("{{{}}}", fields.join(",")).into_bytes()
+        })
+    }
+
+    fn any_file() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            3 => json_file(),
+            1 => proptest::collection::vec(any::<u8>(), 0..256),
+            1 => json_file().prop_map(|mut file| {
+                file.truncate(file.len() / 2);
+                file
+            }),
+            1 => (json_file(), any::<prop::sample::Index>(), any::<u8>()).prop_map(
+                |(mut file, at, byte)| {
+                    let at = at.index(file.len());
+                    file[at] = byte;
+                    file
+                }
+            ),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn token_files_never_panic_or_leak(file in any_file()) {
+            match parse_token_file(&file) {
+                Err(error) => {
+                    let printed = format!("{error} {error:?}");
+                    prop_assert!(!printed.contains(MARKER), "{}", printed);
+                }
+                Ok(token) => {
+                    // What loads is usable without a panic, shows no secret, and
+                    // saves back to the same token.
+                    let printed = format!("{token:?}");
+                    prop_assert!(!printed.contains(MARKER), "{}", printed);
+                    let _ = token.refresh_at(crate::DEFAULT_REFRESH_SKEW);
+                    let _ = token.refresh_at(Duration::MAX);
+                    let _ = token.is_expired_at(UNIX_EPOCH);
+                    let saved = serde_json::to_vec_pretty(&token).expect("a token serializes");
+                    let again = parse_token_file(&saved).expect("a saved token loads");
+                    prop_assert!(again.same_credentials(&token));
+                    prop_assert_eq!(again.issued_at(), token.issued_at());
+                    prop_assert_eq!(again.expires_at(), token.expires_at());
+                }
+            }
+        }
     }
 }

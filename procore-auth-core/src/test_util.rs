@@ -109,6 +109,10 @@ impl TokenStore for FaultyStore {
         }
         self.memory.save(token, expected)
     }
+
+    fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.memory.clear()
+    }
 }
 
 impl fmt::Debug for FaultyStore {

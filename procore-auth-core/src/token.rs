@@ -24,22 +24,30 @@ pub const DEFAULT_REFRESH_SKEW: Duration = Duration::from_secs(5 * 60);
 /// short-lived token is not refreshed almost as soon as it arrives.
 const SKEW_LIFETIME_DIVISOR: u32 = 10;
 
-/// An access token with its optional refresh token and expiry.
+/// An access token with its optional refresh token and expiry — or, to start from,
+/// a refresh token alone.
 ///
 /// The `Authorization: Bearer …` header value is built once, marked sensitive, and
 /// cloned (a reference-count increment) for every request.
 ///
+/// A token made by [`Token::from_refresh_token`] has no access token and no header
+/// ([`access_token`](Self::access_token) and [`header_value`](Self::header_value)
+/// are `None`). It is always expired, so a [`TokenManager`](crate::TokenManager)
+/// never hands it out: the first request refreshes it.
+///
 /// Serializes (for [token stores](crate::TokenStore)) as
-/// `{"access_token","refresh_token","expires_at","issued_at"}` with Unix seconds.
-/// `Debug` shows no secret.
+/// `{"access_token","refresh_token","expires_at","issued_at"}` with Unix seconds
+/// (`access_token` omitted for a refresh token alone). `Debug` shows no secret.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "StoredToken", into = "StoredToken")]
 pub struct Token {
-    access_token: AccessToken,
+    /// `None` only for a refresh token alone (then `refresh_token` is `Some`).
+    access_token: Option<AccessToken>,
     refresh_token: Option<RefreshToken>,
     issued_at: SystemTime,
     expires_at: Option<SystemTime>,
-    header: HeaderValue,
+    /// Present exactly when `access_token` is.
+    header: Option<HeaderValue>,
 }
 
 impl Token {
@@ -65,12 +73,96 @@ impl Token {
             })?;
         header.set_sensitive(true);
         Ok(Self {
-            access_token,
+            access_token: Some(access_token),
             refresh_token,
             issued_at,
             expires_at,
-            header,
+            header: Some(header),
         })
+    }
+
+    /// A refresh token alone, with no access token yet: what a user who kept only the
+    /// refresh token starts from. It is always expired (and counts as issued at the
+    /// Unix epoch), so the first request refreshes it; it is never sent as a bearer.
+    ///
+    /// Because it counts as the oldest possible token, a pair that a
+    /// [token store](crate::TokenStore) holds (saved by an earlier run, which
+    /// presented and so burnt this refresh token) wins over it. To replace what a
+    /// store holds, use [`TokenManager::set_token`](crate::TokenManager::set_token).
+    ///
+    /// ```
+    /// use std::time::SystemTime;
+    /// use bytes::Bytes;
+    /// use procore_auth_core::{
+    ///     BoxFuture, ClientSecret, Environment, ManualClock, OAuthClient, RefreshToken,
+    ///     RefreshTokenGrant, Token, TokenManager, Transport, TransportError,
+    /// };
+    ///
+    /// /// Stands in for an HTTP client: Procore's answer to the refresh.
+    /// #[derive(Debug)]
+    /// struct Procore;
+    /// impl Transport for Procore {
+    ///     fn send(&self, request: http::Request<Bytes>)
+    ///         -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>>
+    ///     {
+    ///         let body = std::str::from_utf8(request.body()).unwrap();
+    ///         assert!(body.contains("refresh_token=kept-refresh-token"));
+    ///         Box::pin(async {
+    ///             Ok(http::Response::new(Bytes::from_static(br#"{"access_token":"new-access",
+    ///                 "token_type":"bearer","expires_in":5400,"refresh_token":"new-refresh"}"#)))
+    ///         })
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), procore_auth_core::Error> {
+    /// let token = Token::from_refresh_token(RefreshToken::new("kept-refresh-token"));
+    /// assert!(token.access_token().is_none() && token.header_value().is_none());
+    /// assert!(token.is_expired_at(SystemTime::UNIX_EPOCH));
+    ///
+    /// let client = OAuthClient::new(Environment::production(), "id", ClientSecret::new("secret"));
+    /// let manager = TokenManager::builder(RefreshTokenGrant::new(client, Procore))
+    ///     .token(token)
+    ///     .clock(ManualClock::at_unix(1_700_000_000))
+    ///     .build();
+    /// // The first request refreshes: the refresh token alone is never sent as a bearer.
+    /// let bearer = manager.bearer().await?;
+    /// assert_eq!(bearer.header_value(), "Bearer new-access");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_refresh_token(refresh_token: RefreshToken) -> Self {
+        Self::refresh_only(refresh_token, UNIX_EPOCH)
+    }
+
+    /// A refresh token alone that counts as issued (and expired) at `issued_at`.
+    pub(crate) fn refresh_only(refresh_token: RefreshToken, issued_at: SystemTime) -> Self {
+        Self {
+            access_token: None,
+            refresh_token: Some(refresh_token),
+            issued_at,
+            expires_at: Some(issued_at),
+            header: None,
+        }
+    }
+
+    /// This token with `refresh_token` in place of its own: a rotated refresh token
+    /// salvaged from an answer that was otherwise rejected. The access token is kept
+    /// only if `keep_access` (it is still valid and was not rejected).
+    pub(crate) fn with_rotated_refresh_token(
+        &self,
+        refresh_token: RefreshToken,
+        keep_access: bool,
+        now: SystemTime,
+    ) -> Self {
+        if keep_access && self.access_token.is_some() && !self.is_expired_at(now) {
+            Self {
+                refresh_token: Some(refresh_token),
+                ..self.clone()
+            }
+        } else {
+            Self::refresh_only(refresh_token, now.max(self.issued_at))
+        }
     }
 
     /// Builds a token from a token-endpoint answer.
@@ -99,9 +191,10 @@ impl Token {
         Self::new(access_token, refresh_token, issued_at, expires_at)
     }
 
-    /// The access token.
-    pub fn access_token(&self) -> &AccessToken {
-        &self.access_token
+    /// The access token; `None` for a refresh token alone
+    /// ([`from_refresh_token`](Self::from_refresh_token)).
+    pub fn access_token(&self) -> Option<&AccessToken> {
+        self.access_token.as_ref()
     }
 
     /// The refresh token, if the grant returned one (client-credentials grants do not).
@@ -119,19 +212,24 @@ impl Token {
         self.expires_at
     }
 
-    /// The ready-made, sensitive `Bearer …` header value.
-    pub fn header_value(&self) -> &HeaderValue {
-        &self.header
+    /// The ready-made, sensitive `Bearer …` header value; `None` for a refresh token
+    /// alone.
+    pub fn header_value(&self) -> Option<&HeaderValue> {
+        self.header.as_ref()
     }
 
-    /// Whether the token has expired at `now`.
+    /// Whether the token has expired at `now`. A refresh token alone always has.
     pub fn is_expired_at(&self, now: SystemTime) -> bool {
-        self.expires_at.is_some_and(|expires_at| now >= expires_at)
+        self.access_token.is_none() || self.expires_at.is_some_and(|expires_at| now >= expires_at)
     }
 
     /// When to refresh: `skew` before expiry, where the skew is at most a tenth of the
-    /// token's lifetime. `None` if the expiry is unknown.
+    /// token's lifetime. `None` if the expiry is unknown; the Unix epoch (at once) for
+    /// a refresh token alone.
     pub fn refresh_at(&self, skew: Duration) -> Option<SystemTime> {
+        if self.access_token.is_none() {
+            return Some(UNIX_EPOCH);
+        }
         let expires_at = self.expires_at?;
         let lifetime = expires_at
             .duration_since(self.issued_at)
@@ -175,7 +273,8 @@ impl fmt::Debug for Token {
 /// The serialized form of a [`Token`].
 #[derive(Serialize, Deserialize)]
 struct StoredToken {
-    access_token: AccessToken,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    access_token: Option<AccessToken>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refresh_token: Option<RefreshToken>,
     issued_at: u64,
@@ -188,20 +287,35 @@ fn unix_seconds(time: SystemTime) -> u64 {
         .map_or(0, |since| since.as_secs())
 }
 
+#[cfg(test)]
 fn from_unix_seconds(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+/// A stored Unix time; one `SystemTime` cannot hold is an error, never a panic.
+fn stored_time(secs: u64) -> Result<SystemTime, Error> {
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(secs))
+        .ok_or_else(|| Error::invalid_response("a stored time is out of range"))
 }
 
 impl TryFrom<StoredToken> for Token {
     type Error = Error;
 
     fn try_from(stored: StoredToken) -> Result<Self, Error> {
-        Token::new(
-            stored.access_token,
-            stored.refresh_token,
-            from_unix_seconds(stored.issued_at),
-            stored.expires_at.map(from_unix_seconds),
-        )
+        let issued_at = stored_time(stored.issued_at)?;
+        match (stored.access_token, stored.refresh_token) {
+            (Some(access_token), refresh_token) => Token::new(
+                access_token,
+                refresh_token,
+                issued_at,
+                stored.expires_at.map(stored_time).transpose()?,
+            ),
+            (None, Some(refresh_token)) => Ok(Token::refresh_only(refresh_token, issued_at)),
+            (None, None) => Err(Error::invalid_response(
+                "a stored token has neither an access nor a refresh token",
+            )),
+        }
     }
 }
 
@@ -298,8 +412,8 @@ mod tests {
     #[test]
     fn bearer_header_is_sensitive_and_precomputed() {
         let token = grant(Some(10), None);
-        assert_eq!(token.header_value(), "Bearer access");
-        assert!(token.header_value().is_sensitive());
+        assert_eq!(token.header_value().unwrap(), "Bearer access");
+        assert!(token.header_value().unwrap().is_sensitive());
     }
 
     #[test]
@@ -347,6 +461,54 @@ mod tests {
             rotated.refresh_token().map(RefreshToken::secret),
             Some("rotated")
         );
+    }
+
+    #[test]
+    fn a_token_can_start_from_a_refresh_token_alone() {
+        let token = Token::from_refresh_token(RefreshToken::new("only-refresh"));
+        assert!(token.access_token().is_none());
+        assert!(token.header_value().is_none());
+        assert_eq!(
+            token.refresh_token().map(RefreshToken::secret),
+            Some("only-refresh")
+        );
+        // Always expired and due: the first request refreshes it.
+        for now in [
+            UNIX_EPOCH,
+            from_unix_seconds(SENT),
+            from_unix_seconds(4_000_000_000),
+        ] {
+            assert!(token.is_expired_at(now));
+            assert!(token.refresh_at(DEFAULT_REFRESH_SKEW).unwrap() <= now);
+        }
+        // Round-trips through a store without inventing an access token.
+        let json = serde_json::to_string(&token).unwrap();
+        assert!(!json.contains("access_token"), "{json}");
+        let back: Token = serde_json::from_str(&json).unwrap();
+        assert!(back.same_credentials(&token));
+        assert!(back.access_token().is_none() && back.is_expired_at(UNIX_EPOCH));
+        // A stored token with neither token is not a token.
+        assert!(serde_json::from_str::<Token>(r#"{"issued_at":0}"#).is_err());
+        assert!(!format!("{token:?}").contains("only-refresh"));
+    }
+
+    #[test]
+    fn absurd_created_at_values_are_ignored_not_a_panic() {
+        for created_at in [i64::MIN, -1, 0, i64::MAX, 253_402_300_800] {
+            let token = grant(Some(5400), Some(created_at));
+            assert_eq!(token.issued_at(), from_unix_seconds(SENT), "{created_at}");
+        }
+        // At the far end of SystemTime, arithmetic saturates instead of panicking.
+        let far = UNIX_EPOCH + Duration::from_secs(i64::MAX as u64 / 2);
+        let token = Token::from_grant(
+            AccessToken::new("a"),
+            None,
+            Some(u64::MAX),
+            Some(i64::MAX),
+            far,
+        )
+        .unwrap();
+        assert!(token.expires_at().unwrap() >= far);
     }
 
     proptest! {

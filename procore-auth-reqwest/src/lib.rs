@@ -7,7 +7,8 @@
 //!
 //! # async fn run(token: procore_auth_core::Token) -> Result<(), Box<dyn std::error::Error>> {
 //! let oauth = OAuthClient::new(Environment::production(), "client-id", ClientSecret::new("secret"));
-//! let client = ClientBuilder::new(reqwest::Client::new())
+//! // A client that follows no redirects itself: the middleware follows them.
+//! let client = ClientBuilder::new(procore_auth_reqwest::client_builder().build()?)
 //!     .with(ProcoreAuthMiddleware::from_token(oauth, token)?)
 //!     .build();
 //! let me = client.get("https://api.procore.com/rest/v1.0/me").send().await?;
@@ -25,6 +26,34 @@
 //!
 //! Token calls go through a separate, plain `reqwest::Client` ([`ReqwestTransport`]),
 //! never through the client this middleware wraps.
+//!
+//! # Redirects
+//!
+//! Our bearer goes to the API origin only, on every hop. The middleware follows
+//! redirects itself, on a client that follows none ([`client_builder`] makes one:
+//! `redirect::Policy::none()` plus timeouts), up to [`MAX_REDIRECTS`]:
+//!
+//! - each hop asks the request policy whether it gets the token, so a hop to any other
+//!   origin goes without it (and without the default `Procore-Company-Id`), and a hop
+//!   back to the API origin gets it again;
+//! - a 401 counts as Procore rejecting the token only from a hop that carried it: a 401
+//!   from a storage host comes back to the caller, with no refresh and no replay;
+//! - RFC 9110 method rules: 303, and 301/302 after a POST, become a GET without the
+//!   body; 307/308 keep method and body, which needs a copy: a streaming body is not
+//!   copied, so its 307/308 comes back as is;
+//! - a caller's own `Authorization`, `Cookie` and `Proxy-Authorization` are dropped for
+//!   good at the first hop to another origin, as browsers and reqwest do.
+//!
+//! Past [`MAX_REDIRECTS`] the redirect response itself is returned. Middleware added
+//! after this one sees every hop; middleware before it sees one request.
+//!
+//! If the wrapped client follows redirects itself (reqwest's default policy), the
+//! middleware sees only the first hop, which then goes with the token, and cannot
+//! control what reqwest sends after it: reqwest drops `Authorization` only where a hop
+//! changes origin from the *previous* hop, so API → other/a → other/b sends the bearer
+//! to other/b. The middleware notices such responses (their URL is not the one it
+//! sent), returns them without acting on a 401, and logs one warning; build the client
+//! with [`client_builder`].
 //!
 //! # Errors
 //!
@@ -45,7 +74,7 @@
 //! # With other middleware
 //!
 //! Put retries *outside* (before) this middleware and tracing outermost:
-//! `ClientBuilder::new(client).with(TracingMiddleware).with(RetryTransientMiddleware)
+//! `ClientBuilder::new(client_builder().build()?).with(TracingMiddleware).with(RetryTransientMiddleware)
 //! .with(ProcoreAuthMiddleware)`. Every retry then passes through this middleware,
 //! so it carries the current token, and a 401 is handled here (once) rather than being
 //! mistaken for a transient failure.
@@ -56,8 +85,10 @@
 
 mod error;
 mod middleware;
+mod redirect;
 mod transport;
 
 pub use error::{auth_error, Error};
 pub use middleware::ProcoreAuthMiddleware;
+pub use redirect::{client_builder, MAX_REDIRECTS};
 pub use transport::{ReqwestTransport, CONNECT_TIMEOUT, REQUEST_TIMEOUT};

@@ -1,3 +1,5 @@
+use std::sync::Once;
+
 use http::Extensions;
 use procore_auth_core::{
     Authorize, ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, Token, TokenManager,
@@ -6,9 +8,11 @@ use procore_auth_core::{
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
 
+use crate::redirect::{Template, MAX_REDIRECTS};
 use crate::ReqwestTransport;
 
-/// Attaches the Procore token to requests to Procore and replays once after a 401.
+/// Attaches the Procore token to requests to Procore, replays once after a 401, and
+/// follows redirects hop by hop (on a client from [`client_builder`](crate::client_builder)).
 ///
 /// See the [crate documentation](crate).
 #[derive(Clone, Debug)]
@@ -71,6 +75,31 @@ impl Middleware for ProcoreAuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
+        for _ in 0..MAX_REDIRECTS {
+            // Copied before our headers go on: the replay gets the new token, and the
+            // next hop gets the token only if the request policy says so.
+            let hop = Template::of(&request);
+            let response = self.send(request, &hop, extensions, next.clone()).await?;
+            match hop.follow(&response) {
+                Some(next_hop) => request = next_hop,
+                None => return Ok(response),
+            }
+        }
+        let hop = Template::of(&request);
+        self.send(request, &hop, extensions, next).await
+    }
+}
+
+impl ProcoreAuthMiddleware {
+    /// One hop: our token if the request policy gives it one, and one replay if
+    /// Procore rejects it.
+    async fn send(
+        &self,
+        mut request: Request,
+        hop: &Template,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> Result<Response> {
         let manager = &self.manager;
         let url = request.url();
         let host = url.host_str().unwrap_or_default();
@@ -80,15 +109,25 @@ impl Middleware for ProcoreAuthMiddleware {
                 Authorize::Ready(authorized) => authorized,
                 Authorize::Pending(waiting) => waiting.await.map_err(Error::middleware)?,
             };
-        // Copied before the header goes on: a replay gets the new token anyway.
-        // `None` for streaming bodies: such a request is not replayed.
-        let replay = request.try_clone();
         let attached = manager.attach(authorized, request.headers_mut());
         let response = next.clone().run(request, extensions).await?;
+        if response.url() != hop.url() {
+            // The wrapped client followed redirects itself, out of our sight: which
+            // hop got what is unknown, so the response is not judged.
+            static WARNING: Once = Once::new();
+            WARNING.call_once(|| {
+                tracing::warn!(
+                    "the client wrapped by ProcoreAuthMiddleware follows redirects: build it \
+                     with procore_auth_reqwest::client_builder() (redirect::Policy::none())"
+                );
+            });
+            return Ok(response);
+        }
         let Some(replay_with) = manager.judge(attached, response.status()) else {
             return Ok(response);
         };
-        match (replay_with.await.map_err(Error::middleware)?, replay) {
+        // `None` for streaming bodies: such a request is not replayed.
+        match (replay_with.await.map_err(Error::middleware)?, hop.copy()) {
             (Some(authorized), Some(mut replay)) => {
                 manager.attach(authorized, replay.headers_mut());
                 next.run(replay, extensions).await

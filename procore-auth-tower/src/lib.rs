@@ -40,6 +40,52 @@
 //! request cannot be replayed, its 401 is returned unchanged, and the token is still
 //! refreshed for the requests that follow.
 //!
+//! # Redirects
+//!
+//! The layer follows no redirects. To follow them, put tower-http's
+//! [`FollowRedirect`] *outside* (wrapping) this layer, so that every hop is a new
+//! request through it and passes the request policy: a hop to another origin (a file
+//! download's storage host) goes without our token, a hop back to the API origin gets
+//! it again, and a 401 counts as Procore rejecting the token only from a hop that
+//! carried it (a foreign 401 comes back as is, with no refresh or replay).
+//!
+//! ```no_run
+//! # use bytes::Bytes;
+//! # use http_body_util::Full;
+//! # use hyper_util::client::legacy::Client;
+//! # use hyper_util::rt::TokioExecutor;
+//! # use procore_auth_tower::ProcoreAuthLayer;
+//! # use tower::ServiceExt;
+//! use tower::ServiceBuilder;
+//! use tower_http::follow_redirect::FollowRedirectLayer;
+//!
+//! # async fn run(manager: procore_auth_core::TokenManager) -> Result<(), Box<dyn std::error::Error>> {
+//! # let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let procore = ServiceBuilder::new()
+//!     .layer(FollowRedirectLayer::new()) // outside: sees each hop's response
+//!     .layer(ProcoreAuthLayer::new(manager)) // inside: decides each hop
+//!     .service(http);
+//! let request = http::Request::get("https://api.procore.com/rest/v1.0/files/7")
+//!     .body(Full::new(Bytes::new()))?;
+//! let file = procore.oneshot(request).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The other order is unsafe. With `FollowRedirect` *inside* the layer, the layer signs
+//! the first request and never sees the hops: the bearer then rides every hop that
+//! `FollowRedirect`'s own credential filter lets through (with a policy that has no
+//! `FilterCredentials`, such as `Limited` alone, that is every hop to a foreign origin;
+//! tower-http 0.6, which reqwest 0.13 still uses, also re-added it on a second hop on
+//! the same foreign origin), a hop back to the API origin goes without the token (the
+//! standard filter dropped it), and a 401 from the storage host is taken for Procore's,
+//! costing a refresh and a replay of the whole chain. (All of this is tested.)
+//!
+//! tower-http's standard policy follows 307/308 only for bodies known to be empty; to
+//! re-send other bodies, add a [`clone_body_fn`] policy.
+//!
+//! [`FollowRedirect`]: https://docs.rs/tower-http/0.7/tower_http/follow_redirect/struct.FollowRedirect.html
+//! [`clone_body_fn`]: https://docs.rs/tower-http/0.7/tower_http/follow_redirect/policy/fn.clone_body_fn.html
+//!
 //! [Tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -10,6 +10,7 @@
 mod attach;
 mod cancellation;
 mod expiry;
+mod redirects;
 mod rejection;
 mod store;
 mod token_endpoint;

@@ -11,6 +11,7 @@ mod state;
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -352,9 +353,13 @@ impl TokenManager {
     /// Replaces the token (after a new authorization, for example), saving it to the
     /// store first, and clears any back-off or reauthorization-required state.
     ///
+    /// A refresh token alone ([`Token::from_refresh_token`]) is refreshed at once: the
+    /// bearer returned is the new token's.
+    ///
     /// # Errors
     ///
-    /// [`Error::Store`] if saving failed. The token is in use even then.
+    /// [`Error::Store`] if saving failed. The token is in use even then. For a refresh
+    /// token alone, the refresh's errors too, as [`bearer`](Self::bearer).
     pub async fn set_token(&self, token: Token) -> Result<Bearer, Error> {
         let inner = &self.handle.inner;
         let saved = match &inner.store {
@@ -368,12 +373,104 @@ impl TokenManager {
             published.bearer.clone()
         };
         match saved {
-            Ok(()) => {
-                inner.store_succeeded();
-                Ok(bearer)
-            }
-            Err(error) => Err(inner.store_failed(error).into()),
+            Ok(()) => inner.store_succeeded(),
+            Err(error) => return Err(inner.store_failed(error).into()),
         }
+        match bearer {
+            Some(bearer) => Ok(bearer),
+            None => self.bearer().await,
+        }
+    }
+
+    /// Revokes the current token at the server (Procore revokes the access token and
+    /// its refresh token), then forgets it: the token is withdrawn, the store is
+    /// cleared, and every later call gets [`Error::ReauthorizationRequired`] (reason
+    /// [`Revoked`](crate::ReauthorizationReason::Revoked)) without a token call, until
+    /// [`set_token`](Self::set_token) (or a pair a peer process saves to the store).
+    ///
+    /// A refresh in flight is waited for first, and its result is what is revoked. A
+    /// different pair in the store (a peer's newer one) is revoked too. Revoking an
+    /// already-dead token succeeds, as it does at Procore.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use bytes::Bytes;
+    /// # use procore_auth_core::*;
+    /// # #[derive(Debug)] struct Procore;
+    /// # impl Transport for Procore {
+    /// #     fn send(&self, _: http::Request<Bytes>) -> BoxFuture<'_, Result<http::Response<Bytes>, TransportError>> {
+    /// #         Box::pin(async { Ok(http::Response::new(Bytes::from_static(b"{}"))) })
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Error> {
+    /// # let clock = ManualClock::at_unix(1_700_000_000);
+    /// # let token = Token::new(AccessToken::new("a"), Some(RefreshToken::new("r")), clock.now(), Some(clock.now() + Duration::from_secs(5400)))?;
+    /// let client = OAuthClient::new(Environment::production(), "id", ClientSecret::new("secret"));
+    /// let manager = TokenManager::builder(RefreshTokenGrant::new(client, Procore))
+    ///     .token(token)
+    ///     .store(MemoryStore::new())
+    /// #   .clock(clock)
+    ///     .build();
+    /// manager.revoke().await?; // "log out"
+    /// assert!(matches!(
+    ///     manager.bearer().await,
+    ///     Err(Error::ReauthorizationRequired { reason: ReauthorizationReason::Revoked, .. })
+    /// ));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The source's: [`Error::RevokeUnsupported`] for a [`TokenSource`] that cannot
+    /// revoke, or the revoke endpoint's answer or transport failure. Nothing is
+    /// changed then. [`Error::Store`] if the token was revoked but the store could not
+    /// be cleared.
+    pub async fn revoke(&self) -> Result<(), Error> {
+        let inner = &self.handle.inner;
+        // A refresh in flight would publish a pair this revocation never saw: wait.
+        let current = loop {
+            let refresh = {
+                let mut state = inner.lock_state();
+                let current = inner.cell.load_full().map(|current| current.token.clone());
+                match state.on_revoke(current.clone()) {
+                    Ok(()) => break current,
+                    Err(refresh) => refresh,
+                }
+            };
+            let _ = refresh.await;
+        };
+        // A panicking source or store must not leave the manager revoking forever.
+        let revoked = AssertUnwindSafe(inner.revoke_at_server(current.as_ref()))
+            .catch_unwind()
+            .await
+            .unwrap_or(Err(Error::SourcePanicked));
+        if let Err(error) = revoked {
+            inner.lock_state().on_revoke_failed();
+            tracing::warn!(%error, "procore token revocation failed; the token is kept");
+            return Err(error);
+        }
+        {
+            let mut state = inner.lock_state();
+            if !state.on_revoked(inner.clock.monotonic()) {
+                // A new token was set meanwhile: it stays, in memory and in the store.
+                return Ok(());
+            }
+            inner.cell.clear();
+        }
+        tracing::info!("procore token revoked");
+        if let Some(store) = &inner.store {
+            match AssertUnwindSafe(store.clear())
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the token store panicked").into()))
+            {
+                Ok(()) => inner.store_succeeded(),
+                Err(error) => return Err(inner.store_failed(error).into()),
+            }
+        }
+        Ok(())
     }
 
     /// A copy of the current token, if any (for revoking it, for example).
@@ -550,7 +647,9 @@ impl Inner {
         let monotonic = self.clock.monotonic();
         let mut state = self.lock_state();
         let current = self.cell.load_full();
-        let view = current.as_deref().map(|published| view(published, wall));
+        let view = current
+            .as_deref()
+            .and_then(|published| view(published, wall));
         let mut started = None;
         let mut start = |reason| {
             let refresh = self.new_refresh(reason, current.clone());
@@ -600,6 +699,21 @@ impl Inner {
         Arc::clone(self).run_refresh(reason, from).boxed().shared()
     }
 
+    /// Revokes `current` and, if the store holds a different pair (a peer's), that one
+    /// too.
+    async fn revoke_at_server(&self, current: Option<&Token>) -> Result<(), Error> {
+        let stored = match &self.store {
+            Some(store) => store.load().await.ok().flatten(),
+            None => None,
+        };
+        let stored =
+            stored.filter(|stored| current.is_none_or(|current| !stored.same_credentials(current)));
+        for token in current.into_iter().chain(stored.as_ref()) {
+            self.source.revoke(token).await?;
+        }
+        Ok(())
+    }
+
     fn store_failed(&self, error: StoreError) -> StoreError {
         bump(&self.counters.store_failures);
         tracing::warn!(%error, "procore token store failed; the token is still used in memory");
@@ -619,8 +733,11 @@ impl Inner {
     }
 }
 
-/// How the published token looks at wall-clock time `now`.
-fn view(published: &Published, now: SystemTime) -> TokenView<Bearer> {
+/// How the published token looks at wall-clock time `now`; `None` for a token with
+/// no bearer (a refresh token alone), which the transitions treat as no token at all:
+/// it is never handed out, and the refresh they start presents its refresh token.
+fn view(published: &Published, now: SystemTime) -> Option<TokenView<Bearer>> {
+    let bearer = published.bearer.clone()?;
     let freshness = if unix_millis(now) < published.refresh_at_millis {
         Freshness::Fresh
     } else if published.token.is_expired_at(now) {
@@ -628,11 +745,11 @@ fn view(published: &Published, now: SystemTime) -> TokenView<Bearer> {
     } else {
         Freshness::Due
     };
-    TokenView {
+    Some(TokenView {
         generation: published.generation(),
         freshness,
-        token: published.bearer.clone(),
-    }
+        token: bearer,
+    })
 }
 
 #[cfg(test)]

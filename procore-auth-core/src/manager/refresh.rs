@@ -14,11 +14,14 @@ use crate::clock::unix_millis;
 use crate::error::ReauthorizationReason;
 use crate::{Bearer, Error, Generation, Token};
 
-/// A failed attempt, and the credentials the source refused if it refused any.
+/// A failed attempt, the credentials the source refused if it refused any, and the
+/// token to keep if the failed answer still carried a new refresh token (saved
+/// already; published when the attempt ends).
 /// (Boxed: the refresh path can afford it, and results stay small.)
 struct Failure {
     error: Error,
     refused: Option<Token>,
+    salvaged: Option<Token>,
 }
 
 impl From<Error> for Box<Failure> {
@@ -26,8 +29,24 @@ impl From<Error> for Box<Failure> {
         Box::new(Failure {
             error,
             refused: None,
+            salvaged: None,
         })
     }
+}
+
+/// The secrets of `tokens`, to scrub from server text the source did not scrub.
+fn secrets_of<'a>(tokens: &[Option<&'a Token>]) -> Vec<&'a str> {
+    tokens
+        .iter()
+        .flatten()
+        .flat_map(|token| {
+            [
+                token.access_token().map(|access| access.secret()),
+                token.refresh_token().map(|refresh| refresh.secret()),
+            ]
+        })
+        .flatten()
+        .collect()
 }
 
 impl Inner {
@@ -43,12 +62,15 @@ impl Inner {
             "procore token refresh started"
         );
         let from_token = from.as_ref().map(|from| &from.token);
+        // A token the API just rejected is not worth keeping beside a salvaged
+        // refresh token.
+        let keep_access = !matches!(reason, Reason::Rejected);
         let attempt = async {
             match &reason {
                 Reason::StoreRecheck { error, burnt } => {
                     self.recheck_store(error, burnt.as_ref()).await
                 }
-                _ => self.obtain_token(from_token).await,
+                _ => self.obtain_token(from_token, keep_access, true).await,
             }
         };
         // A panicking user-supplied source or store must not leave the refresh
@@ -62,7 +84,17 @@ impl Inner {
 
     /// Gets the next token: a newer one from the store if a peer saved one, else from
     /// the source, persisting the result before it is published.
-    async fn obtain_token(&self, from: Option<&Token>) -> Result<Token, Box<Failure>> {
+    ///
+    /// An answer rejected with a new refresh token still in it leaves that refresh
+    /// token saved and kept (with the current access token if `keep_access` and it is
+    /// still valid), so the next attempt presents it. `adopt_peer`: after
+    /// `invalid_grant`, take (or refresh from, once) a pair a peer stored.
+    async fn obtain_token(
+        &self,
+        from: Option<&Token>,
+        keep_access: bool,
+        adopt_peer: bool,
+    ) -> Result<Token, Box<Failure>> {
         let stored = self.load_store().await;
         // Only a strictly newer pair is adopted before presenting ours: after a failed
         // save the store may hold the pair ours replaced, issued in the same second.
@@ -85,20 +117,42 @@ impl Inner {
             Some(stored) => stored.as_ref(),
             None => from,
         };
-        match self.source.fetch(base, &*self.clock).await {
-            Ok(token) => {
+        let fetched = self.source.fetch(base, &*self.clock).await;
+        // The source scrubbed what it knew; the manager knows these tokens too.
+        let fetched = fetched.map_err(|error| error.scrubbed(&secrets_of(&[from, base])));
+        match fetched {
+            Ok(token) if token.access_token().is_some() => {
                 self.save_store(&token, expected).await;
                 Ok(token)
+            }
+            Ok(token) => {
+                // A source that hands back a refresh token alone: keep it, and back
+                // off as after any unusable answer.
+                self.save_store(&token, expected).await;
+                Err(Box::new(Failure {
+                    error: Error::invalid_response("the token source returned no access token"),
+                    refused: None,
+                    salvaged: Some(token),
+                }))
             }
             Err(error) if error.is_invalid_grant() => {
                 // A peer may have rotated the pair after we read the store. Ours is
                 // burnt now, so a peer pair issued in the same second is worth a try,
                 // but an older one is the pair ours replaced.
                 if let Some(Some(peer)) = self.load_store().await {
-                    if base
-                        .is_none_or(|base| !peer.same_credentials(base) && !is_older(&peer, base))
+                    if adopt_peer
+                        && base.is_none_or(|base| {
+                            !peer.same_credentials(base) && !is_older(&peer, base)
+                        })
                     {
                         bump(&self.counters.store_adoptions);
+                        if peer.access_token().is_none() {
+                            // A peer kept a salvaged refresh token: present it (once).
+                            tracing::info!(
+                                "refresh token was rejected; refreshing from a peer's refresh token"
+                            );
+                            return Box::pin(self.obtain_token(Some(&peer), false, false)).await;
+                        }
                         tracing::info!("refresh token was rejected; adopted a peer's token");
                         return Ok(peer);
                     }
@@ -114,13 +168,35 @@ impl Inner {
                         reason: ReauthorizationReason::InvalidGrant { description },
                     },
                     refused: base.cloned(),
+                    salvaged: None,
                 }))
             }
             Err(error @ Error::ReauthorizationRequired { .. }) => Err(Box::new(Failure {
                 error,
                 refused: base.cloned(),
+                salvaged: None,
             })),
-            Err(error) => Err(error.into()),
+            Err(mut error) => {
+                let Some(rotated) = error.take_rotated_refresh_token() else {
+                    return Err(error.into());
+                };
+                // Procore burnt the refresh token we presented when it answered: the
+                // rotated one is the only live one. Saved before the error is returned.
+                let now = self.clock.now();
+                let salvaged = match base {
+                    Some(base) => base.with_rotated_refresh_token(rotated, keep_access, now),
+                    None => Token::refresh_only(rotated, now),
+                };
+                self.save_store(&salvaged, expected).await;
+                tracing::warn!(
+                    "kept the new procore refresh token of an otherwise unusable token response"
+                );
+                Err(Box::new(Failure {
+                    error,
+                    refused: None,
+                    salvaged: Some(salvaged),
+                }))
+            }
         }
     }
 
@@ -135,6 +211,7 @@ impl Inner {
             Box::new(Failure {
                 error: error.clone(),
                 refused: burnt.cloned(),
+                salvaged: None,
             })
         };
         let Some(Some(stored)) = self.load_store().await else {
@@ -150,7 +227,7 @@ impl Inner {
             );
             return Ok(stored);
         }
-        self.obtain_token(Some(&stored)).await
+        self.obtain_token(Some(&stored), false, true).await
     }
 
     /// `None` if there is no store or it could not be read.
@@ -202,7 +279,7 @@ impl Inner {
                 );
                 self.cell
                     .load_full()
-                    .map(|current| current.bearer.clone())
+                    .and_then(|current| current.bearer.clone())
                     .ok_or(Error::ReauthorizationRequired {
                         reason: ReauthorizationReason::NoToken,
                     })
@@ -216,10 +293,27 @@ impl Inner {
                     reason = reason_name,
                     "procore token refreshed"
                 );
-                Ok(published.bearer.clone())
+                // `obtain_token` returns only tokens with an access token.
+                published
+                    .bearer
+                    .clone()
+                    .ok_or_else(|| Error::invalid_response("the new token has no access token"))
             }
             Err(failure) => {
-                let Failure { error, refused } = *failure;
+                let Failure {
+                    error,
+                    refused,
+                    salvaged,
+                } = *failure;
+                if let Some(salvaged) = salvaged.filter(|_| still_current) {
+                    // Never sent as a bearer if it has no access token; the next
+                    // attempt presents its refresh token.
+                    let published = self.cell.publish(salvaged, self.refresh_policy.skew);
+                    tracing::debug!(
+                        generation = published.generation().get(),
+                        "kept a salvaged procore refresh token"
+                    );
+                }
                 if !recheck {
                     bump(&self.counters.refresh_failures);
                 }

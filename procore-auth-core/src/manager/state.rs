@@ -15,11 +15,18 @@
 //!
 //! A 401 for a generation that is no longer current never refreshes: the token it
 //! names was already replaced, so the caller replays with the current one.
+//!
+//! Revoking ([`RefreshState::on_revoke`]) waits for a refresh in flight, then moves to
+//! `NeedsReauthorization` (reason `Revoked`) with store re-reads held off until the
+//! revocation ends: [`on_revoked`](RefreshState::on_revoked) keeps it,
+//! [`on_revoke_failed`](RefreshState::on_revoke_failed) goes back to `Idle`; a token
+//! set meanwhile ends it either way.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::policy::RefreshPolicy;
+use crate::error::ReauthorizationReason;
 use crate::{Error, Generation, Token};
 
 /// Why a refresh runs.
@@ -133,6 +140,15 @@ pub(super) struct Reauthorization {
 }
 
 impl Reauthorization {
+    fn is_revocation(&self) -> bool {
+        matches!(
+            self.error,
+            Error::ReauthorizationRequired {
+                reason: ReauthorizationReason::Revoked
+            }
+        )
+    }
+
     /// The store re-read to start now, or the error to return instead.
     fn recheck(
         &self,
@@ -314,6 +330,47 @@ impl<R: Clone> RefreshState<R> {
     /// rotation chain) and is published when it ends.
     pub(super) fn on_token_set(&mut self) {
         if !matches!(self.phase, Phase::Refreshing { .. }) {
+            self.phase = Phase::Idle;
+        }
+    }
+
+    /// `TokenManager::revoke` begins, with `revoked` the current token. If a refresh
+    /// is running, returns it (wait for it, then call again: its result is what must
+    /// be revoked). Otherwise no refresh starts any more, and store re-reads wait
+    /// until [`on_revoked`](Self::on_revoked).
+    pub(super) fn on_revoke(&mut self, revoked: Option<Token>) -> Result<(), R> {
+        if let Phase::Refreshing { refresh, .. } = &self.phase {
+            return Err(refresh.clone());
+        }
+        self.phase = Phase::NeedsReauthorization(Reauthorization {
+            error: Error::ReauthorizationRequired {
+                reason: ReauthorizationReason::Revoked,
+            },
+            // Not before the revocation ends.
+            store_read_at: Duration::MAX,
+            burnt: revoked,
+        });
+        Ok(())
+    }
+
+    /// The server revoked the token. Returns whether the revocation still stands
+    /// (no token was set meanwhile): then the caller withdraws the token and clears
+    /// the store, and the store is re-read only after the usual interval.
+    pub(super) fn on_revoked(&mut self, now: Duration) -> bool {
+        match &mut self.phase {
+            Phase::NeedsReauthorization(reauthorization) if reauthorization.is_revocation() => {
+                reauthorization.store_read_at = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Revoking failed: back to normal (unless a token was set meanwhile, which
+    /// already was).
+    pub(super) fn on_revoke_failed(&mut self) {
+        if matches!(&self.phase, Phase::NeedsReauthorization(reauthorization) if reauthorization.is_revocation())
+        {
             self.phase = Phase::Idle;
         }
     }
@@ -750,6 +807,65 @@ mod tests {
             &policy(),
         );
         assert!(matches!(state.phase(), Phase::Idle));
+    }
+
+    #[test]
+    fn revoking_waits_for_a_refresh_then_stops_refreshing_until_a_token_is_set() {
+        let mut state = RefreshState::new(true);
+        state.on_bearer(NO_TOKEN, T0, &policy(), starts);
+        // A refresh is running: wait for it.
+        assert_eq!(state.on_revoke(None), Err("expired"));
+        state.on_finished(Reason::Expired, Outcome::Refreshed, true, T0, &policy());
+        assert_eq!(state.on_revoke(None), Ok(()));
+        // While revoking: no refresh and no store re-read, however long it takes.
+        let much_later = T0 + DEFAULT_RECHECK * 1_000;
+        for now in [T0, much_later] {
+            assert!(matches!(
+                state.on_bearer(view(1, Freshness::Expired), now, &policy(), never),
+                Step::Fail(Error::ReauthorizationRequired {
+                    reason: ReauthorizationReason::Revoked
+                })
+            ));
+            assert!(matches!(
+                state.on_rejected(
+                    view(1, Freshness::Fresh),
+                    Generation::new(1),
+                    now,
+                    &policy(),
+                    never
+                ),
+                Step::Fail(_)
+            ));
+        }
+        // Revoked: store re-reads resume at the usual interval.
+        assert!(state.on_revoked(much_later));
+        assert!(matches!(
+            state.on_bearer(NO_TOKEN, much_later, &policy(), never),
+            Step::Fail(_)
+        ));
+        assert!(matches!(
+            state.on_bearer(NO_TOKEN, much_later + DEFAULT_RECHECK, &policy(), starts),
+            Step::Wait {
+                refresh: "store recheck",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_failed_revocation_or_a_token_set_meanwhile_ends_it() {
+        let mut state = RefreshState::<Started>::new(false);
+        state.on_revoke(None).unwrap();
+        state.on_revoke_failed();
+        assert!(matches!(state.phase(), Phase::Idle));
+        state.on_revoke(None).unwrap();
+        state.on_token_set();
+        assert!(!state.on_revoked(T0));
+        assert!(matches!(state.phase(), Phase::Idle));
+        // A failure of a revocation that a new token already ended changes nothing.
+        state.on_bearer(NO_TOKEN, T0, &policy(), starts);
+        state.on_revoke_failed();
+        assert!(matches!(state.phase(), Phase::Refreshing { .. }));
     }
 
     #[test]

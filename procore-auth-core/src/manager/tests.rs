@@ -31,6 +31,10 @@ enum Reply {
     TokenWithoutRefresh,
     /// A new token pair claiming to live this many seconds.
     TokenExpiringIn(u64),
+    /// A new token pair (the refresh token rotates) with this `token_type`.
+    TokenOfType(&'static str),
+    /// A new token pair (the refresh token rotates) with this access token.
+    TokenWithAccess(&'static str),
     Status(u16, &'static str),
     RateLimited(u64),
     Body(String),
@@ -46,6 +50,8 @@ struct EndpointState {
     calls: u64,
     issued: u64,
     presented_refresh_tokens: Vec<String>,
+    /// The `token` of every `POST /oauth/revoke`.
+    revoked: Vec<String>,
     /// With [`ScriptedEndpoint::rotating`]: the one refresh token the server accepts
     /// (`None` once revoked); every other one gets `invalid_grant`, as Procore's do.
     live: Option<Option<String>>,
@@ -119,10 +125,49 @@ impl ScriptedEndpoint {
         self.state.lock().unwrap().presented_refresh_tokens.clone()
     }
 
+    fn revoked(&self) -> Vec<String> {
+        self.state.lock().unwrap().revoked.clone()
+    }
+
+    /// `POST /oauth/revoke`: 200 unless scripted otherwise; revoking the live refresh
+    /// token (with [`rotating`](Self::rotating)) revokes it.
+    fn reply_to_revoke(
+        &self,
+        request: &http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, TransportError> {
+        let mut state = self.state.lock().unwrap();
+        let token = form_urlencoded::parse(request.body())
+            .find(|(key, _)| key == "token")
+            .map(|(_, token)| token.into_owned())
+            .unwrap_or_default();
+        let status = match state.script.pop_front() {
+            Some(Reply::Status(status, _)) => status,
+            Some(Reply::ConnectError) => return Err(TransportError::connect("refused")),
+            _ => 200,
+        };
+        if status == 200 {
+            if state
+                .live
+                .as_ref()
+                .is_some_and(|live| live.as_ref() == Some(&token))
+            {
+                state.live = Some(None);
+            }
+            state.revoked.push(token);
+        }
+        Ok(http::Response::builder()
+            .status(status)
+            .body(Bytes::from_static(b"{}"))
+            .unwrap())
+    }
+
     fn reply(
         &self,
         request: &http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, TransportError> {
+        if request.uri().path() == "/oauth/revoke" {
+            return self.reply_to_revoke(request);
+        }
         let mut state = self.state.lock().unwrap();
         state.calls += 1;
         let presented = form_urlencoded::parse(request.body())
@@ -140,7 +185,11 @@ impl ScriptedEndpoint {
             reply => reply.unwrap_or(Reply::Token),
         };
         let (status, body, retry_after) = match reply {
-            Reply::Token | Reply::TokenWithoutRefresh | Reply::TokenExpiringIn(_) => {
+            Reply::Token
+            | Reply::TokenWithoutRefresh
+            | Reply::TokenExpiringIn(_)
+            | Reply::TokenOfType(_)
+            | Reply::TokenWithAccess(_) => {
                 state.issued += 1;
                 let n = state.issued;
                 if state.live.is_some() {
@@ -156,9 +205,22 @@ impl ScriptedEndpoint {
                 } else {
                     format!(r#","refresh_token":"refresh-secret-{n}""#)
                 };
-                let body = format!(
-                    r#"{{"access_token":"access-secret-{n}","token_type":"bearer","expires_in":{expires_in},"created_at":{created_at}{refresh}}}"#
-                );
+                let token_type = match reply {
+                    Reply::TokenOfType(token_type) => token_type,
+                    _ => "bearer",
+                };
+                let access = match reply {
+                    Reply::TokenWithAccess(access) => access.to_owned(),
+                    _ => format!("access-secret-{n}"),
+                };
+                let body = serde_json::json!({
+                    "access_token": access,
+                    "token_type": token_type,
+                    "expires_in": expires_in,
+                    "created_at": created_at,
+                })
+                .to_string();
+                let body = format!("{}{refresh}}}", &body[..body.len() - 1]);
                 (200, body, None)
             }
             Reply::Status(status, body) => (status, body.to_owned(), None),
@@ -992,7 +1054,7 @@ async fn a_failed_save_is_reported_and_the_token_is_still_used() {
         ["refresh-old", "refresh-secret-1"]
     );
     let saved = store.memory().load().await.unwrap().unwrap();
-    assert_eq!(saved.access_token().secret(), "access-secret-2");
+    assert_eq!(saved.access_token().unwrap().secret(), "access-secret-2");
     assert!(manager.last_store_error().is_none());
 }
 
@@ -1011,7 +1073,10 @@ async fn set_token_saves_and_reports_a_failed_save() {
     store.fail_next_saves(1);
     let err = manager.set_token(token("b", START)).await.unwrap_err();
     assert!(matches!(err, Error::Store(_)));
-    assert_eq!(manager.token().unwrap().access_token().secret(), "access-b");
+    assert_eq!(
+        manager.token().unwrap().access_token().unwrap().secret(),
+        "access-b"
+    );
 }
 
 // ---------------------------------------------------------------- policy
@@ -1222,7 +1287,7 @@ async fn a_failed_save_never_makes_the_store_s_older_pair_win_within_a_second() 
         ["refresh-current", "refresh-secret-1", "refresh-secret-2"]
     );
     let current = manager.token().unwrap();
-    assert_eq!(current.access_token().secret(), "access-secret-3");
+    assert_eq!(current.access_token().unwrap().secret(), "access-secret-3");
 }
 
 #[tokio::test]
@@ -1316,9 +1381,9 @@ async fn a_token_set_during_a_refresh_wins_in_memory_and_in_the_store() {
     let bearer = waiter.await.unwrap().unwrap();
     assert_eq!(bearer.header_value(), "Bearer access-user");
     let stored = store.memory().load().await.unwrap().unwrap();
-    assert_eq!(stored.access_token().secret(), "access-user");
+    assert_eq!(stored.access_token().unwrap().secret(), "access-user");
     let current = manager.token().unwrap();
-    assert_eq!(current.access_token().secret(), "access-user");
+    assert_eq!(current.access_token().unwrap().secret(), "access-user");
 }
 
 #[tokio::test]
@@ -1364,4 +1429,296 @@ async fn a_store_that_panics_during_a_store_recheck_does_not_poison_the_manager(
     clock.advance(DEFAULT_STORE_RECHECK);
     let bearer = manager.bearer().await.unwrap();
     assert_eq!(bearer.header_value(), "Bearer access-peer");
+}
+
+// ---------------------------------------------------------------- issue 11
+
+#[tokio::test]
+async fn a_rotated_refresh_token_in_a_rejected_body_is_saved_and_presented_next() {
+    for (bad, save_fails) in [
+        (Reply::TokenOfType("mac"), false),
+        (Reply::TokenExpiringIn(0), false),
+        (Reply::TokenWithAccess("bad\nheader"), false),
+        (Reply::TokenOfType("mac"), true),
+    ] {
+        let clock = start_clock();
+        let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-old");
+        endpoint.script([bad.clone()]);
+        let store = FaultyStore::with_token(expired_token());
+        if save_fails {
+            store.fail_next_saves(1);
+        }
+        let manager = refreshing_manager(&endpoint, &clock)
+            .token(expired_token())
+            .store(store.clone())
+            .build();
+        let err = manager.bearer().await.unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidResponse { .. }),
+            "{bad:?}: {err:?}"
+        );
+        // The manager kept the rotated refresh token; the shared error does not carry it.
+        assert!(err.rotated_refresh_token().is_none(), "{bad:?}");
+        let stored = store.memory().load().await.unwrap().unwrap();
+        let expected_stored = if save_fails {
+            "refresh-old"
+        } else {
+            "refresh-secret-1"
+        };
+        assert_eq!(
+            stored.refresh_token().unwrap().secret(),
+            expected_stored,
+            "{bad:?}"
+        );
+        let kept = manager.token().unwrap();
+        assert_eq!(
+            kept.refresh_token().unwrap().secret(),
+            "refresh-secret-1",
+            "{bad:?}"
+        );
+        // Kept as an expired token that is never sent.
+        assert!(kept.access_token().is_none(), "{bad:?}");
+        assert!(manager.fresh_bearer().is_none());
+        // After the back-off, the next refresh presents the NEW refresh token.
+        clock.advance(DEFAULT_BACKOFF_MAX);
+        let bearer = manager.bearer().await.unwrap();
+        assert_eq!(bearer.header_value(), "Bearer access-secret-2", "{bad:?}");
+        assert_eq!(
+            endpoint.presented_refresh_tokens(),
+            ["refresh-old", "refresh-secret-1"],
+            "{bad:?}"
+        );
+        let stored = store.memory().load().await.unwrap().unwrap();
+        assert_eq!(stored.refresh_token().unwrap().secret(), "refresh-secret-2");
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_refresh_token_salvaged_ahead_of_expiry_keeps_the_valid_access_token() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-current");
+    endpoint.script([Reply::TokenOfType("mac")]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .build();
+    // Inside the skew: the proactive refresh fails, the valid token is still used.
+    clock.advance(Duration::from_secs(LIFETIME - 240));
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-current");
+    let kept = manager.token().unwrap();
+    assert_eq!(kept.refresh_token().unwrap().secret(), "refresh-secret-1");
+    clock.advance(DEFAULT_BACKOFF_MAX);
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-secret-2");
+    assert_eq!(
+        endpoint.presented_refresh_tokens(),
+        ["refresh-current", "refresh-secret-1"]
+    );
+}
+
+#[tokio::test]
+async fn a_manager_can_start_from_a_refresh_token_alone() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-given");
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(Token::from_refresh_token(RefreshToken::new(
+            "refresh-given",
+        )))
+        .build();
+    assert!(manager.fresh_bearer().is_none());
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-secret-1");
+    assert_eq!(endpoint.presented_refresh_tokens(), ["refresh-given"]);
+    // A refresh token set later is refreshed at once.
+    let bearer = manager
+        .set_token(Token::from_refresh_token(RefreshToken::new(
+            "refresh-secret-1",
+        )))
+        .await
+        .unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-secret-2");
+    assert_eq!(endpoint.calls(), 2);
+
+    // A pair an earlier run saved to the store wins over a refresh token given at
+    // start-up (which that run already used).
+    let stored = token("stored", START - 10);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(Token::from_refresh_token(RefreshToken::new(
+            "refresh-given",
+        )))
+        .store(MemoryStore::with_token(stored))
+        .build();
+    assert_eq!(
+        manager.bearer().await.unwrap().header_value(),
+        "Bearer access-stored"
+    );
+    assert_eq!(endpoint.calls(), 2);
+}
+
+#[test]
+fn server_text_is_escaped_and_scrubbed_in_errors_and_logs() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        // Colours would put escape characters of their own in the output.
+        .with_ansi(false)
+        .finish();
+    let mut printed = Vec::new();
+    tracing::subscriber::with_default(subscriber, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let clock = start_clock();
+            let endpoint = ScriptedEndpoint::new(&clock);
+            endpoint.script([
+                Reply::Status(
+                    503,
+                    r#"{"error":"slow\ndown access-old","error_description":"\u001b[31m refresh-old"}"#,
+                ),
+                Reply::Status(
+                    400,
+                    r#"{"error":"invalid_grant","error_description":"refresh-old access-old client-secret-value\nFORGED LOG LINE"}"#,
+                ),
+            ]);
+            let manager = refreshing_manager(&endpoint, &clock)
+                .token(expired_token())
+                .build();
+            for _ in 0..2 {
+                let err = manager.bearer().await.unwrap_err();
+                printed.push(format!("{err} | {err:?}"));
+                clock.advance(DEFAULT_BACKOFF_MAX);
+            }
+        });
+    });
+    printed.push(String::from_utf8(captured.0.lock().unwrap().clone()).unwrap());
+    let everything = printed.join("\n");
+    assert!(everything.contains("FORGED LOG LINE"), "{everything}");
+    for raw in [
+        "refresh-old",
+        "access-old",
+        "client-secret-value",
+        "\u{1b}",
+        "\nFORGED",
+        "slow\ndown",
+    ] {
+        assert!(
+            !everything.contains(raw),
+            "{raw:?} leaked in:\n{everything}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn revoke_revokes_the_pair_clears_the_cell_and_store_and_requires_reauthorization() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-current");
+    let store = FaultyStore::with_token(token("current", START));
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .store(store.clone())
+        .build();
+    manager.bearer().await.unwrap();
+    manager.revoke().await.unwrap();
+    assert_eq!(endpoint.revoked(), ["refresh-current"]);
+    assert!(store.memory().load().await.unwrap().is_none());
+    assert!(manager.token().is_none());
+    assert!(manager.fresh_bearer().is_none());
+    for _ in 0..3 {
+        let err = manager.bearer().await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::ReauthorizationRequired {
+                    reason: ReauthorizationReason::Revoked
+                }
+            ),
+            "{err:?}"
+        );
+        clock.advance(DEFAULT_STORE_RECHECK);
+    }
+    assert_eq!(endpoint.calls(), 0, "no token call after revoking");
+    // A new authorization ends it.
+    let bearer = manager.set_token(token("new", START)).await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-new");
+}
+
+#[tokio::test]
+async fn a_failed_revoke_changes_nothing_and_an_unsupported_one_is_typed() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::Status(503, "")]);
+    let store = FaultyStore::with_token(token("current", START));
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .store(store.clone())
+        .build();
+    let err = manager.revoke().await.unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert_eq!(
+        manager.bearer().await.unwrap().header_value(),
+        "Bearer access-current"
+    );
+    assert!(store.memory().load().await.unwrap().is_some());
+    manager.revoke().await.unwrap();
+    assert!(manager.bearer().await.is_err());
+
+    #[derive(Debug)]
+    struct CannotRevoke;
+    impl TokenSource for CannotRevoke {
+        fn fetch<'a>(
+            &'a self,
+            _: Option<&'a Token>,
+            _: &'a dyn Clock,
+        ) -> BoxFuture<'a, Result<Token, Error>> {
+            Box::pin(async { Ok(token("minted", START)) })
+        }
+    }
+    let manager = TokenManager::builder(CannotRevoke)
+        .clock(clock.clone())
+        .token(token("current", START))
+        .build();
+    assert!(matches!(
+        manager.revoke().await,
+        Err(Error::RevokeUnsupported)
+    ));
+    assert_eq!(
+        manager.bearer().await.unwrap().header_value(),
+        "Bearer access-current"
+    );
+}
+
+#[tokio::test]
+async fn revoke_waits_for_a_refresh_in_flight_and_revokes_its_result() {
+    let clock = start_clock();
+    let (endpoint, gate) = ScriptedEndpoint::new(&clock).gated();
+    let endpoint = endpoint.rotating("refresh-old");
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(expired_token())
+        .build();
+    let refresh = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.bearer().await }
+    });
+    for _ in 0..1_000 {
+        if endpoint.sent() == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let revoke = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.revoke().await }
+    });
+    tokio::task::yield_now().await;
+    gate.add_permits(Semaphore::MAX_PERMITS);
+    refresh.await.unwrap().unwrap();
+    revoke.await.unwrap().unwrap();
+    // The pair the refresh produced is the one revoked: nothing live is left behind.
+    assert_eq!(endpoint.revoked(), ["refresh-secret-1"]);
+    assert!(manager.token().is_none());
+    assert!(manager.bearer().await.is_err());
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::OAuthClient;
-use crate::error::{CallbackError, OAuthError, OAuthErrorCode};
+use crate::error::{CallbackError, OAuthError};
 use crate::secret::AuthorizationCode;
 use crate::Error;
 
@@ -81,10 +81,11 @@ impl AuthorizationRequest {
             return Err(Error::Callback(CallbackError::StateMismatch));
         }
         if let Some(error) = error {
-            return Err(Error::Callback(CallbackError::Denied(OAuthError {
-                code: OAuthErrorCode::parse(&error),
-                description,
-            })));
+            // Made safe like a token endpoint's error: the redirect is attacker-
+            // reachable text.
+            return Err(Error::Callback(CallbackError::Denied(
+                OAuthError::from_server(&error, description.as_deref(), &[self.state()]),
+            )));
         }
         code.filter(|code| !code.is_empty())
             .map(AuthorizationCode::new)
@@ -103,7 +104,7 @@ impl fmt::Debug for AuthorizationRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ClientSecret, Environment};
+    use crate::{ClientSecret, Environment, OAuthErrorCode};
 
     fn attempt() -> AuthorizationRequest {
         OAuthClient::new(Environment::production(), "id", ClientSecret::new("s"))

@@ -138,18 +138,33 @@ impl OAuthClient {
         self.token_request(&[("grant_type", "client_credentials")])
     }
 
-    /// `POST /oauth/revoke`: revokes `token` and the refresh token issued with it.
-    pub fn revoke_request(&self, token: &AccessToken) -> Request<Bytes> {
-        self.form_request(self.environment.revoke_url(), &[("token", token.secret())])
+    /// `POST /oauth/revoke`: revokes `token` — an access token, a refresh token, or a
+    /// whole [`Token`](crate::Token) (by its refresh token if it has one) — and the
+    /// rest of its pair: Procore revokes both.
+    ///
+    /// ```
+    /// # use procore_auth_core::{ClientSecret, Environment, OAuthClient, RefreshToken};
+    /// let client = OAuthClient::new(Environment::production(), "id", ClientSecret::new("s"));
+    /// let request = client.revoke_request(&RefreshToken::new("refresh-token"));
+    /// assert_eq!(request.uri(), "https://login.procore.com/oauth/revoke");
+    /// ```
+    pub fn revoke_request<'a>(&self, token: impl Into<Revocable<'a>>) -> Request<Bytes> {
+        self.form_request(
+            self.environment.revoke_url(),
+            &[("token", token.into().secret())],
+        )
     }
 
-    /// `GET /oauth/token/info` for `token`.
+    /// `GET /oauth/token/info` for `token`. A refresh token alone has no bearer: the
+    /// request then carries no `Authorization` and Procore answers 401.
     pub fn token_info_request(&self, token: &crate::Token) -> Request<Bytes> {
         let mut request = Request::new(Bytes::new());
         *request.method_mut() = Method::GET;
         *request.uri_mut() = uri(&self.environment.token_info_url());
         let headers = request.headers_mut();
-        headers.insert(header::AUTHORIZATION, token.header_value().clone());
+        if let Some(bearer) = token.header_value() {
+            headers.insert(header::AUTHORIZATION, bearer.clone());
+        }
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         request
     }
@@ -173,6 +188,50 @@ impl OAuthClient {
         );
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         request
+    }
+}
+
+/// A token to revoke with [`OAuthClient::revoke`] or
+/// [`OAuthClient::revoke_request`]: made from a `&AccessToken`, a `&RefreshToken` or a
+/// `&Token` (its refresh token if it has one, else its access token). `Debug` shows no
+/// secret.
+#[derive(Clone, Copy, Debug)]
+pub enum Revocable<'a> {
+    /// An access token.
+    Access(&'a AccessToken),
+    /// A refresh token.
+    Refresh(&'a RefreshToken),
+}
+
+impl Revocable<'_> {
+    fn secret(&self) -> &str {
+        match self {
+            Self::Access(token) => token.secret(),
+            Self::Refresh(token) => token.secret(),
+        }
+    }
+}
+
+impl<'a> From<&'a AccessToken> for Revocable<'a> {
+    fn from(token: &'a AccessToken) -> Self {
+        Self::Access(token)
+    }
+}
+
+impl<'a> From<&'a RefreshToken> for Revocable<'a> {
+    fn from(token: &'a RefreshToken) -> Self {
+        Self::Refresh(token)
+    }
+}
+
+impl<'a> From<&'a crate::Token> for Revocable<'a> {
+    fn from(token: &'a crate::Token) -> Self {
+        match (token.refresh_token(), token.access_token()) {
+            (Some(refresh), _) => Self::Refresh(refresh),
+            (None, Some(access)) => Self::Access(access),
+            // A token has at least one of them (an invariant of `Token`).
+            (None, None) => unreachable!("a token without an access or refresh token"),
+        }
     }
 }
 
@@ -264,6 +323,25 @@ mod tests {
         assert_eq!(info.uri(), "https://login.procore.com/oauth/token/info");
         assert_eq!(info.headers()[header::AUTHORIZATION], "Bearer tok");
         assert!(info.headers()[header::AUTHORIZATION].is_sensitive());
+    }
+
+    #[test]
+    fn revoke_requests_take_a_refresh_token_or_a_whole_token() {
+        let refresh = client().revoke_request(&RefreshToken::new("ref"));
+        assert_eq!(form(&refresh)[0], ("token".into(), "ref".into()));
+        // A token revokes through its refresh token (Procore revokes the pair) …
+        let pair = crate::Token::new(
+            AccessToken::new("acc"),
+            Some(RefreshToken::new("ref")),
+            std::time::UNIX_EPOCH,
+            None,
+        )
+        .unwrap();
+        assert_eq!(form(&client().revoke_request(&pair))[0].1, "ref");
+        // … or its access token when it has none.
+        let access_only =
+            crate::Token::new(AccessToken::new("acc"), None, std::time::UNIX_EPOCH, None).unwrap();
+        assert_eq!(form(&client().revoke_request(&access_only))[0].1, "acc");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use super::OAuthClient;
-use crate::error::{OAuthError, OAuthErrorCode};
+use crate::error::OAuthError;
 use crate::secret::{AccessToken, RefreshToken};
 use crate::transport::MAX_RESPONSE_BYTES;
 use crate::{Error, Token};
@@ -55,6 +55,13 @@ struct TokenResponse {
     created_at: Option<i64>,
 }
 
+/// What is left of a rejected token answer: its new refresh token, if readable.
+#[derive(Deserialize)]
+struct RotatedRefreshToken {
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct ErrorResponse {
     error: String,
@@ -74,32 +81,58 @@ impl OAuthClient {
     /// - [`Error::TokenEndpoint`] for a non-2xx status, with the RFC 6749 error
     ///   (`invalid_grant`, `invalid_client`, …) when the body has one, and
     ///   `Retry-After` for 429/503;
-    /// - [`Error::InvalidResponse`] for a 2xx body that is not a Procore token;
+    /// - [`Error::InvalidResponse`] for a 2xx body that is not a Procore token; if
+    ///   the body still carried a readable `refresh_token`, the error holds it
+    ///   ([`Error::rotated_refresh_token`]): Procore has burnt the one presented, so
+    ///   keep it;
     /// - [`Error::ResponseTooLarge`] for a body over [`MAX_RESPONSE_BYTES`].
+    ///
+    /// Server text kept in an error (`error`, `error_description`) has its control
+    /// characters escaped, is cut at 200 characters, and has the client secret
+    /// scrubbed. To scrub the refresh token presented as well, use
+    /// [`parse_refresh_response`](Self::parse_refresh_response).
     pub fn parse_token_response(
         &self,
         response: &Response<Bytes>,
         sent_at: SystemTime,
     ) -> Result<Token, Error> {
-        let body: TokenResponse = parse_json(success_body(response)?, "token response")?;
-        if let Some(token_type) = &body.token_type {
-            if !token_type.eq_ignore_ascii_case("bearer") {
-                // Not quoted: errors never repeat what the server sent.
-                return Err(Error::invalid_response("token_type is not `bearer`"));
-            }
-        }
-        if body.expires_in == Some(0) {
-            return Err(Error::invalid_response("expires_in is zero"));
-        }
-        Token::from_grant(
-            AccessToken::new(body.access_token),
-            body.refresh_token
-                .filter(|refresh| !refresh.is_empty())
-                .map(RefreshToken::new),
-            body.expires_in,
-            body.created_at,
-            sent_at,
-        )
+        self.parse_token_response_scrubbing(response, sent_at, &[])
+    }
+
+    /// As [`parse_token_response`](Self::parse_token_response), for the answer to a
+    /// [`refresh_request`](Self::refresh_request) that presented `presented`, which
+    /// is scrubbed from any server text kept in an error, like the client secret.
+    ///
+    /// # Errors
+    ///
+    /// As [`parse_token_response`](Self::parse_token_response).
+    pub fn parse_refresh_response(
+        &self,
+        response: &Response<Bytes>,
+        sent_at: SystemTime,
+        presented: &RefreshToken,
+    ) -> Result<Token, Error> {
+        self.parse_token_response_scrubbing(response, sent_at, &[presented.secret()])
+    }
+
+    /// Parses a token answer, scrubbing `secrets` and the client secret from errors.
+    pub(crate) fn parse_token_response_scrubbing(
+        &self,
+        response: &Response<Bytes>,
+        sent_at: SystemTime,
+        secrets: &[&str],
+    ) -> Result<Token, Error> {
+        let mut all_secrets = Vec::with_capacity(secrets.len() + 1);
+        all_secrets.push(self.client_secret.secret());
+        all_secrets.extend_from_slice(secrets);
+        let body = success_body(response, &all_secrets)?;
+        parse_token(body, sent_at).map_err(|error| match error {
+            Error::InvalidResponse { reason, .. } => Error::InvalidResponse {
+                reason,
+                rotated_refresh_token: rotated_refresh_token(body),
+            },
+            other => other,
+        })
     }
 
     /// Parses the answer to a revoke request. Procore answers 200 whether or not the
@@ -109,7 +142,7 @@ impl OAuthClient {
     ///
     /// As [`parse_token_response`](Self::parse_token_response), for non-2xx answers.
     pub fn parse_revoke_response(&self, response: &Response<Bytes>) -> Result<(), Error> {
-        success_body(response).map(drop)
+        success_body(response, &[self.client_secret.secret()]).map(drop)
     }
 
     /// Parses the answer to a token-info request.
@@ -121,12 +154,53 @@ impl OAuthClient {
         &self,
         response: &Response<Bytes>,
     ) -> Result<TokenInfo, Error> {
-        parse_json(success_body(response)?, "token info")
+        parse_json(
+            success_body(response, &[self.client_secret.secret()])?,
+            "token info",
+        )
     }
 }
 
-/// The body of a 2xx response, or the typed error a non-2xx response stands for.
-fn success_body(response: &Response<Bytes>) -> Result<&Bytes, Error> {
+fn parse_token(body: &Bytes, sent_at: SystemTime) -> Result<Token, Error> {
+    let body: TokenResponse = parse_json(body, "token response")?;
+    if let Some(token_type) = &body.token_type {
+        if !token_type.eq_ignore_ascii_case("bearer") {
+            // Not quoted: errors never repeat what the server sent.
+            return Err(Error::invalid_response("token_type is not `bearer`"));
+        }
+    }
+    if body.expires_in == Some(0) {
+        return Err(Error::invalid_response("expires_in is zero"));
+    }
+    Token::from_grant(
+        AccessToken::new(body.access_token),
+        body.refresh_token
+            .filter(|refresh| !refresh.is_empty())
+            .map(RefreshToken::new),
+        body.expires_in,
+        body.created_at,
+        sent_at,
+    )
+}
+
+/// The refresh token of a success body that was otherwise rejected, if it is a
+/// non-empty string: whatever else is wrong, a rotated refresh token is the only live
+/// one and must not be thrown away.
+fn rotated_refresh_token(body: &Bytes) -> Option<RefreshToken> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<RotatedRefreshToken>(body)
+        .ok()?
+        .refresh_token
+        .filter(|refresh| !refresh.is_empty())
+        .map(RefreshToken::new)
+}
+
+/// The body of a 2xx response, or the typed error a non-2xx response stands for, whose
+/// server text is made safe with [`server_text`](crate::error::server_text), scrubbing
+/// `secrets`.
+fn success_body<'a>(response: &'a Response<Bytes>, secrets: &[&str]) -> Result<&'a Bytes, Error> {
     let body = response.body();
     if body.len() > MAX_RESPONSE_BYTES {
         return Err(Error::ResponseTooLarge {
@@ -139,9 +213,8 @@ fn success_body(response: &Response<Bytes>) -> Result<&Bytes, Error> {
     }
     let error = serde_json::from_slice::<ErrorResponse>(body)
         .ok()
-        .map(|error| OAuthError {
-            code: OAuthErrorCode::parse(&error.error),
-            description: error.error_description,
+        .map(|error| {
+            OAuthError::from_server(&error.error, error.error_description.as_deref(), secrets)
         });
     Err(Error::TokenEndpoint {
         status,
@@ -181,7 +254,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::{ClientSecret, Environment};
+    use crate::{ClientSecret, Environment, OAuthErrorCode};
 
     const SENT: u64 = 1_700_000_000;
 
@@ -211,7 +284,7 @@ mod tests {
                 "refresh_token":"r1","created_at":1700000001,"scope":"","extra":{"x":1}}"#,
         )
         .unwrap();
-        assert_eq!(token.access_token().secret(), "eyJ.a.b");
+        assert_eq!(token.access_token().unwrap().secret(), "eyJ.a.b");
         assert_eq!(token.refresh_token().unwrap().secret(), "r1");
         assert_eq!(
             token.expires_at(),
@@ -346,6 +419,157 @@ mod tests {
             parse(500, &huge),
             Err(Error::ResponseTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_rejected_success_body_hands_back_its_rotated_refresh_token() {
+        for body in [
+            r#"{"access_token":"a","token_type":"mac","refresh_token":"rotated-77"}"#,
+            r#"{"access_token":"a","expires_in":0,"refresh_token":"rotated-77"}"#,
+            r#"{"access_token":"line\nbreak","refresh_token":"rotated-77"}"#,
+            r#"{"access_token":"","refresh_token":"rotated-77"}"#,
+            r#"{"refresh_token":"rotated-77","expires_in":5400}"#,
+            r#"{"access_token":12345,"refresh_token":"rotated-77"}"#,
+            r#"{"access_token":"a","expires_in":-5,"refresh_token":"rotated-77"}"#,
+        ] {
+            let err = parse(200, body).unwrap_err();
+            assert!(
+                matches!(err, Error::InvalidResponse { .. }),
+                "{body}: {err:?}"
+            );
+            assert_eq!(
+                err.rotated_refresh_token().map(RefreshToken::secret),
+                Some("rotated-77"),
+                "{body}"
+            );
+            let printed = format!("{err} {err:?} {err:#?}");
+            assert!(!printed.contains("rotated-77"), "{printed}");
+        }
+        // Nothing to salvage: none, empty or not a string.
+        for body in [
+            r#"{"access_token":"a","token_type":"mac"}"#,
+            r#"{"access_token":"a","token_type":"mac","refresh_token":""}"#,
+            r#"{"access_token":"a","token_type":"mac","refresh_token":7}"#,
+            r#"{"refresh_token":"#,
+        ] {
+            assert!(parse(200, body)
+                .unwrap_err()
+                .rotated_refresh_token()
+                .is_none());
+        }
+    }
+
+    #[test]
+    fn server_text_in_errors_is_escaped_capped_and_scrubbed() {
+        let client = OAuthClient::new(
+            Environment::production(),
+            "id",
+            ClientSecret::new("client-secret-xyz"),
+        );
+        let presented = RefreshToken::new("presented-refresh-abc");
+        let long = "A".repeat(10 * 1024);
+        let description = format!(
+            "bad\nINFO forged line \u{1b}[31mred\r\u{202e} client-secret-xyz \
+             presented-refresh-abc {long}"
+        );
+        let body = serde_json::json!({
+            "error": "weird\ncode client-secret-xyz",
+            "error_description": description,
+        })
+        .to_string();
+        for status in [400, 401, 500] {
+            let err = client
+                .parse_refresh_response(&response(status, &body), UNIX_EPOCH, &presented)
+                .unwrap_err();
+            // (Pretty `Debug` has line breaks of its own.)
+            let printed = format!("{err} | {err:?}");
+            for raw in [
+                "\n",
+                "\r",
+                "\u{1b}",
+                "\u{202e}",
+                "client-secret-xyz",
+                "presented-refresh-abc",
+                &"A".repeat(300),
+            ] {
+                assert!(!printed.contains(raw), "{raw:?} in {printed}");
+            }
+            let Error::TokenEndpoint {
+                error: Some(oauth), ..
+            } = &err
+            else {
+                panic!("{err:?}")
+            };
+            let description = oauth.description.as_deref().unwrap();
+            assert!(description.chars().count() <= 201, "{description}");
+            assert!(description.ends_with('…'), "{description}");
+            assert!(
+                description.contains("bad\\nINFO forged line"),
+                "{description}"
+            );
+            assert!(oauth.code.as_str().starts_with("weird\\ncode"));
+        }
+        // The plain parser scrubs the client secret too, and invalid_grant stays typed.
+        let err = client
+            .parse_token_response(
+                &response(
+                    400,
+                    r#"{"error":"invalid_grant","error_description":"client-secret-xyz\n"}"#,
+                ),
+                UNIX_EPOCH,
+            )
+            .unwrap_err();
+        assert_eq!(err.oauth_error(), Some(&OAuthErrorCode::InvalidGrant));
+        let printed = err.to_string();
+        assert!(!printed.contains("client-secret-xyz") && !printed.contains('\n'));
+    }
+
+    #[test]
+    fn network_numbers_out_of_range_are_typed_errors_never_panics() {
+        for body in [
+            r#"{"access_token":"a","expires_in":18446744073709551616}"#,
+            r#"{"access_token":"a","expires_in":1e400}"#,
+            r#"{"access_token":"a","created_at":9223372036854775808}"#,
+        ] {
+            assert!(
+                matches!(parse(200, body), Err(Error::InvalidResponse { .. })),
+                "{body}"
+            );
+        }
+        for body in [
+            r#"{"access_token":"a","expires_in":18446744073709551615,"created_at":9223372036854775807}"#,
+            r#"{"access_token":"a","expires_in":1,"created_at":-9223372036854775808}"#,
+        ] {
+            assert!(parse(200, body).is_ok(), "{body}");
+        }
+        for body in [
+            r#"{"expires_in_seconds":9223372036854775807,"created_at":-9223372036854775808}"#,
+            r#"{"expires_in_seconds":18446744073709551616}"#,
+            r#"{"created_at":1e400}"#,
+            r#"{"resource_owner_id":-1}"#,
+        ] {
+            let _ = client().parse_token_info_response(&response(200, body));
+        }
+        for value in [
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "1e9",
+            " 99999999999999999999999 ",
+        ] {
+            let mut limited = response(429, "{}");
+            limited
+                .headers_mut()
+                .insert(header::RETRY_AFTER, value.parse().unwrap());
+            let retry_after = client()
+                .parse_token_response(&limited, UNIX_EPOCH)
+                .unwrap_err()
+                .retry_after();
+            assert!(
+                retry_after.is_none_or(|delay| delay == Duration::from_secs(u64::MAX)),
+                "{value}: {retry_after:?}"
+            );
+        }
     }
 
     #[test]

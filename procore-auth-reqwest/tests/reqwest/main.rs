@@ -1,15 +1,16 @@
 //! What is the reqwest adapter's own, end to end against procore-auth-testkit's
-//! emulator over real loopback HTTP: its constructors, reqwest's own redirect
-//! following, composition with reqwest-retry, secret hygiene and the soak. Behaviour
-//! both adapters share (attaching, replaying after a 401, streaming bodies, other
-//! hosts, the fault matrix) is written once in the `procore-auth-conformance` package
-//! and run through this middleware there.
+//! emulator over real loopback HTTP: its constructors, what only reqwest has of
+//! redirects (`redirects`), composition with reqwest-retry, secret hygiene and the
+//! soak. Behaviour both adapters share (attaching, replaying after a 401, streaming
+//! bodies, other hosts, redirect chains, the fault matrix) is written once in the
+//! `procore-auth-conformance` package and run through this middleware there.
 
+mod redirects;
 mod secrets;
 mod soak;
 
 use procore_auth_core::{AuthorizationCode, ClientSecret, Environment, OAuthClient};
-use procore_auth_reqwest::{ProcoreAuthMiddleware, ReqwestTransport};
+use procore_auth_reqwest::{client_builder, ProcoreAuthMiddleware, ReqwestTransport};
 use procore_auth_testkit::{ApiFault, Emulator};
 use reqwest::StatusCode;
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware};
@@ -33,13 +34,14 @@ async fn authorized(emulator: &Emulator) -> ProcoreAuthMiddleware {
     ProcoreAuthMiddleware::from_token(oauth, token).unwrap()
 }
 
+/// The README's setup: a client that follows no redirects itself.
 fn client(middleware: ProcoreAuthMiddleware) -> ClientWithMiddleware {
-    ClientBuilder::new(reqwest::Client::new())
+    ClientBuilder::new(client_builder().build().unwrap())
         .with(middleware)
         .build()
 }
 
-/// reqwest follows redirects itself: the hop to the storage host (another origin)
+/// The middleware follows redirects: the hop to the storage host (another origin)
 /// must not carry our bearer.
 #[tokio::test]
 async fn redirects_off_host_get_no_token() {
@@ -84,7 +86,7 @@ async fn composes_with_reqwest_retry_placed_outside() {
         )
         .build_with_max_retries(2);
     // The recommended order: retries outside, authorization inside.
-    let client = ClientBuilder::new(reqwest::Client::new())
+    let client = ClientBuilder::new(client_builder().build().unwrap())
         .with(RetryTransientMiddleware::new_with_policy(policy))
         .with(authorized(&emulator).await)
         .build();

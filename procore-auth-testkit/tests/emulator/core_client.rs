@@ -84,7 +84,7 @@ async fn code_exchange_then_refresh_then_revoke() {
 
     // Revoke: the access token and its refresh token both die.
     oauth
-        .revoke(&transport, refreshed.access_token())
+        .revoke(&transport, refreshed.access_token().unwrap())
         .await
         .unwrap();
     assert!(matches!(

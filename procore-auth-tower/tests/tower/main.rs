@@ -1,7 +1,8 @@
 //! What is the Tower adapter's own, end to end against procore-auth-testkit's emulator
 //! over real loopback HTTP. Behaviour both adapters share (attaching, replaying after a
 //! 401, streaming bodies, other hosts, the fault matrix) is written once in the
-//! `procore-auth-conformance` package and run through this layer there.
+//! `procore-auth-conformance` package and run through this layer there. Where
+//! tower-http's `FollowRedirect` goes is this adapter's own (`redirects`).
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -16,18 +17,25 @@ use procore_auth_testkit::Emulator;
 use procore_auth_tower::{ProcoreAuthLayer, TowerTransport};
 use tower::{Layer, ServiceExt};
 
+mod redirects;
+mod transport;
+
 fn http_client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn oauth(emulator: &Emulator) -> OAuthClient {
+    OAuthClient::new(
+        Environment::custom(&emulator.base_url()).unwrap(),
+        emulator.client_id(),
+        ClientSecret::new(emulator.client_secret()),
+    )
 }
 
 #[tokio::test]
 async fn token_calls_go_through_tower_transport_on_the_unwrapped_client() {
     let emulator = Emulator::start().await;
-    let oauth = OAuthClient::new(
-        Environment::custom(&emulator.base_url()).unwrap(),
-        emulator.client_id(),
-        ClientSecret::new(emulator.client_secret()),
-    );
+    let oauth = oauth(&emulator);
     let transport = TowerTransport::new(http_client());
     let code = AuthorizationCode::new(emulator.authorize_code("http://localhost"));
     let token = oauth
