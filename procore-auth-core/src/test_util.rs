@@ -35,6 +35,8 @@ struct Faults {
     failing_saves: AtomicU32,
     panicking_loads: AtomicBool,
     on_save: Mutex<Option<SaveHook>>,
+    /// Loads wait while a guard of [`FaultyStore::pause_loads`] lives.
+    load_gate: futures_util::lock::Mutex<()>,
 }
 
 impl FaultyStore {
@@ -67,6 +69,12 @@ impl FaultyStore {
         *self.hook() = Some(Box::new(hook));
     }
 
+    /// Holds every load (after it is counted) until the returned guard is dropped:
+    /// for tests that act while a load is under way.
+    pub async fn pause_loads(&self) -> impl Drop + '_ {
+        self.faults.load_gate.lock().await
+    }
+
     /// Loads so far.
     pub fn loads(&self) -> u64 {
         self.faults.loads.load(Ordering::SeqCst)
@@ -87,7 +95,10 @@ impl TokenStore for FaultyStore {
             !self.faults.panicking_loads.load(Ordering::SeqCst),
             "FaultyStore told to panic on load"
         );
-        self.memory.load()
+        Box::pin(async move {
+            drop(self.faults.load_gate.lock().await);
+            self.memory.load().await
+        })
     }
 
     fn save<'a>(

@@ -128,6 +128,9 @@ struct Inner {
     refresh_policy: RefreshPolicy,
     state: Mutex<RefreshState<SharedRefresh>>,
     last_store_error: Mutex<Option<StoreError>>,
+    /// Held by `set_token` and `revoke` for their whole run (store I/O included), so a
+    /// token set during a revocation is neither revoked nor erased from the store by it.
+    replacing: futures_util::lock::Mutex<()>,
     counters: Counters,
 }
 
@@ -260,6 +263,7 @@ impl TokenManagerBuilder {
             request_policy,
             refresh_policy: self.refresh_policy,
             last_store_error: Mutex::default(),
+            replacing: futures_util::lock::Mutex::new(()),
             counters: Counters::default(),
         };
         if let Some(token) = self.token {
@@ -362,6 +366,7 @@ impl TokenManager {
     /// token alone, the refresh's errors too, as [`bearer`](Self::bearer).
     pub async fn set_token(&self, token: Token) -> Result<Bearer, Error> {
         let inner = &self.handle.inner;
+        let replacing = inner.replacing.lock().await;
         let saved = match &inner.store {
             Some(store) => store.save(&token, None).await,
             None => Ok(()),
@@ -372,6 +377,7 @@ impl TokenManager {
             let published = inner.cell.publish(token, inner.refresh_policy.skew);
             published.bearer.clone()
         };
+        drop(replacing);
         match saved {
             Ok(()) => inner.store_succeeded(),
             Err(error) => return Err(inner.store_failed(error).into()),
@@ -429,6 +435,7 @@ impl TokenManager {
     /// be cleared.
     pub async fn revoke(&self) -> Result<(), Error> {
         let inner = &self.handle.inner;
+        let _replacing = inner.replacing.lock().await;
         // A refresh in flight would publish a pair this revocation never saw: wait.
         let current = loop {
             let refresh = {

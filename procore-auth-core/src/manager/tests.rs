@@ -1722,3 +1722,48 @@ async fn revoke_waits_for_a_refresh_in_flight_and_revokes_its_result() {
     assert!(manager.token().is_none());
     assert!(manager.bearer().await.is_err());
 }
+
+#[tokio::test]
+async fn a_token_set_during_a_revocation_is_neither_revoked_nor_erased() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let store = FaultyStore::with_token(token("current", START));
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(token("current", START))
+        .store(store.clone())
+        .build();
+    // The revocation reads the store (for a peer's newer pair) while the user signs in
+    // again.
+    let paused = store.pause_loads().await;
+    let loads = store.loads();
+    let revoking = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.revoke().await }
+    });
+    for _ in 0..10_000 {
+        if store.loads() > loads {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(store.loads() > loads, "the revocation never read the store");
+    let signing_in = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.set_token(token("new", START)).await }
+    });
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    drop(paused);
+    revoking.await.unwrap().unwrap();
+    signing_in.await.unwrap().unwrap();
+    assert_eq!(endpoint.revoked(), ["refresh-current"]);
+    let current = manager.token().unwrap();
+    assert_eq!(current.refresh_token().unwrap().secret(), "refresh-new");
+    let stored = store.memory().load().await.unwrap().unwrap();
+    assert_eq!(stored.refresh_token().unwrap().secret(), "refresh-new");
+    assert_eq!(
+        manager.bearer().await.unwrap().header_value(),
+        "Bearer access-new"
+    );
+}
