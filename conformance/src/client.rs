@@ -191,7 +191,7 @@ pub fn post_streaming(url: &str, chunks: &[&'static str]) -> Request<Vec<Bytes>>
     Request::post(url).body(chunks).expect("a valid URL")
 }
 
-async fn tower_reply<B, E>(
+pub(crate) async fn tower_reply<B, E>(
     outcome: Result<Response<B>, procore_auth_tower::Error<E>>,
 ) -> Result<Reply, AuthError>
 where
@@ -213,7 +213,7 @@ where
     })
 }
 
-async fn reqwest_reply(
+pub(crate) async fn reqwest_reply(
     outcome: reqwest_middleware::Result<reqwest::Response>,
 ) -> Result<Reply, AuthError> {
     match outcome {

@@ -2,16 +2,17 @@
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use procore_auth_core::{Error as AuthError, TokenManager};
-use procore_auth_reqwest::{auth_error, ProcoreAuthMiddleware};
+use procore_auth_reqwest::ProcoreAuthMiddleware;
 use procore_auth_tower::{ProcoreAuth, ProcoreAuthLayer};
 use tower::{Layer, ServiceExt};
 use tower_http::follow_redirect::policy::{self, PolicyExt};
 use tower_http::follow_redirect::{FollowRedirect, FollowRedirectLayer};
 
+use crate::client::{reqwest_reply, tower_reply};
 use crate::{Adapter, Reply};
 
 type Hyper = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
@@ -86,31 +87,11 @@ impl FollowingClient {
     pub async fn send(&self, request: Request<Bytes>) -> Result<Reply, AuthError> {
         match &self.inner {
             Inner::Tower(service) => {
-                let response = match service.clone().oneshot(request.map(Full::new)).await {
-                    Ok(response) => response,
-                    Err(procore_auth_tower::Error::Auth(error)) => return Err(error),
-                    Err(error) => panic!("tower: not an authorization error: {error:?}"),
-                };
-                let (parts, body) = response.into_parts();
-                let body = body.collect().await.expect("tower: a response body");
-                Ok(Reply {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body: body.to_bytes(),
-                })
+                tower_reply(service.clone().oneshot(request.map(Full::new)).await).await
             }
             Inner::Reqwest(client) => {
                 let request = reqwest::Request::try_from(request).expect("a valid request");
-                match client.execute(request).await {
-                    Ok(response) => Ok(Reply {
-                        status: response.status(),
-                        headers: response.headers().clone(),
-                        body: response.bytes().await.expect("reqwest: a response body"),
-                    }),
-                    Err(error) => Err(auth_error(&error)
-                        .unwrap_or_else(|| panic!("reqwest: not an authorization error: {error:?}"))
-                        .clone()),
-                }
+                reqwest_reply(client.execute(request).await).await
             }
         }
     }
