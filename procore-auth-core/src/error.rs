@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
+use crate::registry::Tenant;
 use crate::secret::RefreshToken;
 use crate::store::StoreError;
 use crate::transport::{TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};
@@ -28,11 +29,19 @@ pub enum Error {
     /// The user (or service account) must authorize again: the refresh token was
     /// rejected (`invalid_grant`), there is no refresh token, or no token was ever set.
     /// No further token calls are made until a new token is set.
-    #[error("reauthorization required: {reason}")]
+    #[error("reauthorization required{}: {reason}", tenant_suffix(.tenant.as_ref()))]
     ReauthorizationRequired {
         /// Why the current credentials cannot be refreshed.
         reason: ReauthorizationReason,
+        /// Whose credentials, for a manager of a [`TokenRegistry`](crate::TokenRegistry):
+        /// the tenant to ask to sign in again.
+        tenant: Option<Tenant>,
     },
+
+    /// A request for the API named no tenant (no key in its extensions, or none the
+    /// key function could derive), so it got no token: a registry never guesses.
+    #[error("the request names no tenant, so it gets no Procore token")]
+    TenantNotSelected,
 
     /// The token, revoke or token-info endpoint answered with an error status.
     #[error("token endpoint answered {status}{}", describe_oauth_error(.error.as_ref()))]
@@ -139,6 +148,32 @@ impl Error {
         }
     }
 
+    /// The tenant whose credentials an error concerns, for errors from a manager of a
+    /// [`TokenRegistry`](crate::TokenRegistry) (see [`Error::ReauthorizationRequired`]).
+    pub fn tenant(&self) -> Option<&Tenant> {
+        match self {
+            Self::ReauthorizationRequired { tenant, .. } => tenant.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn reauthorization_required(reason: ReauthorizationReason) -> Self {
+        Self::ReauthorizationRequired {
+            reason,
+            tenant: None,
+        }
+    }
+
+    /// This error, naming `tenant` if it asks for reauthorization.
+    pub(crate) fn for_tenant(mut self, tenant: Option<&Tenant>) -> Self {
+        if let (Self::ReauthorizationRequired { tenant: slot, .. }, Some(tenant)) =
+            (&mut self, tenant)
+        {
+            *slot = Some(tenant.clone());
+        }
+        self
+    }
+
     pub(crate) fn is_invalid_grant(&self) -> bool {
         matches!(self.oauth_error(), Some(OAuthErrorCode::InvalidGrant))
     }
@@ -194,10 +229,12 @@ impl Error {
             },
             Self::ReauthorizationRequired {
                 reason: ReauthorizationReason::InvalidGrant { description },
+                tenant,
             } => Self::ReauthorizationRequired {
                 reason: ReauthorizationReason::InvalidGrant {
                     description: description.map(|text| rescrub(&text, secrets)),
                 },
+                tenant,
             },
             Self::Callback(CallbackError::Denied(error)) => {
                 Self::Callback(CallbackError::Denied(error.scrubbed(secrets)))
@@ -326,6 +363,10 @@ impl From<TransportError> for Error {
             _ => Self::Transport(error),
         }
     }
+}
+
+fn tenant_suffix(tenant: Option<&Tenant>) -> String {
+    tenant.map_or_else(String::new, |tenant| format!(" for tenant {tenant}"))
 }
 
 fn describe_oauth_error(error: Option<&OAuthError>) -> String {

@@ -7,12 +7,16 @@
 //! - [`TokenManager`]: the lock-free token cell (`arc-swap`), single-flight refresh
 //!   ahead of expiry and after a 401, shared failures with exponential back-off, and
 //!   `invalid_grant` as a terminal, typed [`Error::ReauthorizationRequired`];
-//! - [`TokenStore`]: compare-and-swap persistence ([`MemoryStore`], [`FileStore`]) so
-//!   a rotated refresh token is saved before it is used and never lost;
+//! - [`TokenRegistry`]: one manager per tenant (an authorized user, a company
+//!   installation), loaded lazily from a [`KeyedTokenStore`], bounded, each tenant
+//!   with its own single-flight refresh;
+//! - [`TokenStore`]: compare-and-swap persistence ([`MemoryStore`], [`FileStore`]; per
+//!   tenant [`KeyedMemoryStore`], [`KeyedFileStore`]) so a rotated refresh token is
+//!   saved before it is used and never lost;
 //! - [`OAuthClient`]: a sans-IO client that builds `http::Request`s for Procore's
 //!   endpoints and parses their `http::Response`s;
-//! - [`RequestPolicy`] and the per-request protocol ([`TokenManager::authorize`],
-//!   [`TokenManager::attach`], [`TokenManager::judge`]): which requests get the token
+//! - [`RequestPolicy`] and the per-request protocol ([`Tokens::authorize`],
+//!   [`Authorized::attach`], [`Attached::judge`]): which requests get a token, whose,
 //!   and when to replay, driven by the `procore-auth-tower` and `procore-auth-reqwest`
 //!   adapters, which hold no decisions of their own;
 //! - [`Spawn`]: where a refresh runs to completion once nobody waits for it.
@@ -56,9 +60,9 @@
 //!     Authorize::Ready(authorized) => Some(authorized),
 //!     Authorize::Pending(waiting) => Some(waiting.await?),
 //! };
-//! let attached = authorized.map(|authorized| manager.attach(authorized, request.headers_mut()));
-//! // ... send; then `manager.judge(attached, status)` says whether to replay (once)
-//! // and gives the token to replay with.
+//! let attached = authorized.map(|authorized| authorized.attach(request.headers_mut()));
+//! // ... send; then `attached.judge(status)` says whether to replay (once) and gives
+//! // the token to replay with.
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
@@ -73,6 +77,7 @@ mod manager;
 mod oauth;
 mod policy;
 mod random;
+mod registry;
 mod request;
 mod secret;
 mod source;
@@ -94,10 +99,16 @@ pub use manager::{
 };
 pub use oauth::{AuthorizationRequest, OAuthClient, Revocable, TokenApplication, TokenInfo};
 pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};
-pub use request::{Attached, Authorize, AuthorizeFuture, Authorized, ReplayFuture};
+pub use registry::{
+    RegistryMetrics, Tenant, TokenRegistry, TokenRegistryBuilder, DEFAULT_MAX_RESIDENT,
+};
+pub use request::{Attached, Authorize, AuthorizeFuture, Authorized, ReplayFuture, Tokens};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use source::{ClientCredentialsGrant, RefreshTokenGrant, TokenSource};
 pub use spawn::{AmbientTokio, Spawn, WaitersOnly};
-pub use store::{FileStore, MemoryStore, StoreError, TokenStore};
+pub use store::{
+    FileStore, KeyedFileStore, KeyedMemoryStore, KeyedTokenStore, MemoryStore, StoreError,
+    TokenStore, MAX_KEY_FILE_NAME,
+};
 pub use token::{Token, DEFAULT_REFRESH_SKEW, MAX_CLOCK_DISAGREEMENT, MAX_TOKEN_LIFETIME};
 pub use transport::{BoxFuture, Transport, TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};

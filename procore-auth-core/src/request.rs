@@ -20,30 +20,32 @@
 //!     Authorize::Ready(authorized) => Some(authorized),
 //!     Authorize::Pending(waiting) => Some(waiting.await?),
 //! };
-//! let attached = authorized.map(|authorized| manager.attach(authorized, request.headers_mut()));
+//! let attached = authorized.map(|authorized| authorized.attach(request.headers_mut()));
 //! // ... send `request`; say the API answered 401:
 //! let status = http::StatusCode::UNAUTHORIZED;
-//! if let Some(replay) = attached.and_then(|attached| manager.judge(attached, status)) {
+//! if let Some(replay) = attached.and_then(|attached| attached.judge(status)) {
 //!     if let Some(again) = replay.await? {
 //!         // attach `again` to a copy of the request and send it; a 401 to the
 //!         // replay is returned to the caller (`judge` says so).
 //!         let mut copy = http::Request::get("https://api.procore.com/rest/v1.0/me").body(())?;
-//!         let attached = manager.attach(again, copy.headers_mut());
-//!         assert!(manager.judge(attached, status).is_none());
+//!         let attached = again.attach(copy.headers_mut());
+//!         assert!(attached.judge(status).is_none());
 //!     }
 //! }
 //! # Ok(()) }
 //! ```
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, StatusCode, Uri};
+use http::{Extensions, HeaderMap, StatusCode, Uri};
 
-use crate::{Bearer, BearerFuture, Error, Generation, RejectedFuture, TokenManager};
+use crate::{Bearer, BearerFuture, Error, RejectedFuture, RequestPolicy, TokenManager};
 
-/// What [`TokenManager::authorize`] decided for a request.
+/// What [`TokenManager::authorize`] (or [`Tokens::authorize`]) decided for a request.
 #[derive(Debug)]
 pub enum Authorize {
     /// The request does not get our token (another origin, or it carries its own
@@ -55,9 +57,10 @@ pub enum Authorize {
     Pending(AuthorizeFuture),
 }
 
-/// The token chosen for one attempt of one request.
+/// The token chosen for one attempt of one request, and the manager it came from.
 #[derive(Clone, Debug)]
 pub struct Authorized {
+    manager: TokenManager,
     bearer: Bearer,
     attempt: Attempt,
 }
@@ -78,25 +81,63 @@ impl Authorized {
     pub fn is_replay(&self) -> bool {
         self.attempt == Attempt::Replay
     }
+
+    /// Puts the token (and the default company id) on the request, and returns what
+    /// judging its response needs.
+    #[inline]
+    pub fn attach(self, headers: &mut HeaderMap) -> Attached {
+        let Self {
+            manager,
+            bearer,
+            attempt,
+        } = self;
+        let generation = bearer.generation();
+        manager
+            .policy()
+            .attach_header(headers, bearer.into_header_value());
+        Attached {
+            manager,
+            generation,
+            attempt,
+        }
+    }
 }
 
-/// What judging the response to an attempt needs, once its token is attached:
-/// small and `Copy`, so an adapter keeps it for the whole call at no cost.
-#[derive(Clone, Copy, Debug)]
+/// A request that carries our token: what judging its response needs.
+#[derive(Clone, Debug)]
 pub struct Attached {
-    generation: Generation,
+    manager: TokenManager,
+    generation: crate::Generation,
     attempt: Attempt,
 }
 
 impl Attached {
     /// The generation of the token the request carries.
-    pub fn generation(&self) -> Generation {
+    pub fn generation(&self) -> crate::Generation {
         self.generation
     }
 
     /// Whether this is the one replay after a 401.
     pub fn is_replay(&self) -> bool {
         self.attempt == Attempt::Replay
+    }
+
+    /// The manager whose token the request carries.
+    pub fn manager(&self) -> &TokenManager {
+        &self.manager
+    }
+
+    /// Judges the response to this attempt, from the origin that received the token.
+    /// `Some` means Procore rejected the token: await the future for the token to
+    /// replay with. `None` means: return the response (it is not a 401, or it answers
+    /// the replay, which is never replayed again).
+    pub fn judge(&self, status: StatusCode) -> Option<ReplayFuture> {
+        (status == StatusCode::UNAUTHORIZED && self.attempt == Attempt::First).then(|| {
+            ReplayFuture {
+                rejected: self.manager.rejected(self.generation),
+                manager: self.manager.clone(),
+            }
+        })
     }
 }
 
@@ -105,18 +146,30 @@ impl Attached {
 #[derive(Debug)]
 pub struct AuthorizeFuture {
     bearer: BearerFuture,
+    /// `None` only for a future that fails (its `bearer` fails).
+    manager: Option<TokenManager>,
+}
+
+impl AuthorizeFuture {
+    fn failed(error: Error) -> Self {
+        Self {
+            bearer: BearerFuture::failed(error),
+            manager: None,
+        }
+    }
 }
 
 impl Future for AuthorizeFuture {
     type Output = Result<Authorized, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.bearer).poll(cx).map(|result| {
-            result.map(|bearer| Authorized {
-                bearer,
-                attempt: Attempt::First,
-            })
-        })
+        let bearer = std::task::ready!(Pin::new(&mut self.bearer).poll(cx))?;
+        let manager = self.manager.take().ok_or(Error::TenantNotSelected)?;
+        Poll::Ready(Ok(Authorized {
+            manager,
+            bearer,
+            attempt: Attempt::First,
+        }))
     }
 }
 
@@ -126,26 +179,25 @@ impl Future for AuthorizeFuture {
 #[derive(Debug)]
 pub struct ReplayFuture {
     rejected: RejectedFuture,
+    manager: TokenManager,
 }
 
 impl Future for ReplayFuture {
     type Output = Result<Option<Authorized>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.rejected).poll(cx).map(|result| {
-            result.map(|bearer| {
-                bearer.map(|bearer| Authorized {
-                    bearer,
-                    attempt: Attempt::Replay,
-                })
-            })
-        })
+        let bearer = std::task::ready!(Pin::new(&mut self.rejected).poll(cx))?;
+        Poll::Ready(Ok(bearer.map(|bearer| Authorized {
+            manager: self.manager.clone(),
+            bearer,
+            attempt: Attempt::Replay,
+        })))
     }
 }
 
 impl TokenManager {
     /// Decides whether a request to `uri` with `headers` gets our token (see
-    /// [`RequestPolicy`](crate::RequestPolicy)) and which one.
+    /// [`RequestPolicy`]) and which one.
     #[inline]
     pub fn authorize(&self, uri: &Uri, headers: &HeaderMap) -> Authorize {
         if self.policy().should_attach(uri, headers) {
@@ -172,41 +224,125 @@ impl TokenManager {
         }
     }
 
+    /// The token for a request the policy gives one.
     #[inline]
     fn authorize_attempt(&self) -> Authorize {
         match self.fresh_bearer() {
             Some(bearer) => Authorize::Ready(Authorized {
+                manager: self.clone(),
                 bearer,
                 attempt: Attempt::First,
             }),
             None => Authorize::Pending(AuthorizeFuture {
                 bearer: self.bearer(),
+                manager: Some(self.clone()),
             }),
         }
     }
+}
 
-    /// Puts the token (and the default company id) on the request, and returns what
-    /// judging its response needs.
-    #[inline]
-    pub fn attach(&self, authorized: Authorized, headers: &mut HeaderMap) -> Attached {
-        let attached = Attached {
-            generation: authorized.bearer.generation(),
-            attempt: authorized.attempt,
-        };
-        let header = authorized.bearer.into_header_value();
-        self.policy().attach_header(headers, header);
-        attached
+/// Where adapters get each request's token: one [`TokenManager`] for every request,
+/// or a [`TokenRegistry`](crate::TokenRegistry) and the way each request names its
+/// tenant. Made with `From` (a manager; a registry, which finds the tenant's key in
+/// the request's extensions) or [`TokenRegistry::keyed_by`](crate::TokenRegistry::keyed_by).
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    kind: Kind,
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Manager(TokenManager),
+    Registry(Arc<dyn SelectTenant>),
+}
+
+/// Finds a request's tenant and its manager; implemented by the registry.
+pub(crate) trait SelectTenant: Send + Sync + fmt::Debug {
+    /// The policy every tenant's manager shares.
+    fn policy(&self) -> &RequestPolicy;
+
+    /// The manager of the request's tenant; `None` if the request names none.
+    fn manager(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<TokenManager>;
+}
+
+impl Tokens {
+    pub(crate) fn selecting(select: Arc<dyn SelectTenant>) -> Self {
+        Self {
+            kind: Kind::Registry(select),
+        }
     }
 
-    /// Judges the response to an attempt, from the origin that received the token.
-    /// `Some` means Procore rejected the token: await the future for the token to
-    /// replay with. `None` means: return the response (it is not a 401, or it answers
-    /// the replay, which is never replayed again).
-    pub fn judge(&self, attached: Attached, status: StatusCode) -> Option<ReplayFuture> {
-        (status == StatusCode::UNAUTHORIZED && attached.attempt == Attempt::First).then(|| {
-            ReplayFuture {
-                rejected: self.rejected(attached.generation),
+    /// Decides whether a request to `uri` gets a token, and whose: the request's
+    /// tenant's, named by its `extensions` (or `headers`), for a registry. A request
+    /// for the API that names no tenant gets a future that fails with
+    /// [`Error::TenantNotSelected`]: never another tenant's token.
+    #[inline]
+    pub fn authorize(&self, uri: &Uri, headers: &HeaderMap, extensions: &Extensions) -> Authorize {
+        match &self.kind {
+            Kind::Manager(manager) => manager.authorize(uri, headers),
+            Kind::Registry(select) if select.policy().should_attach(uri, headers) => {
+                Self::tenant_attempt(&**select, headers, extensions)
             }
-        })
+            Kind::Registry(_) => Authorize::Skip,
+        }
+    }
+
+    /// [`authorize`](Self::authorize) for clients whose URLs are not [`http::Uri`]s:
+    /// the request's scheme, host and explicit port.
+    #[inline]
+    pub fn authorize_origin(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Authorize {
+        match &self.kind {
+            Kind::Manager(manager) => manager.authorize_origin(scheme, host, port, headers),
+            Kind::Registry(select)
+                if select
+                    .policy()
+                    .should_attach_to(scheme, host, port, headers) =>
+            {
+                Self::tenant_attempt(&**select, headers, extensions)
+            }
+            Kind::Registry(_) => Authorize::Skip,
+        }
+    }
+
+    fn tenant_attempt(
+        select: &dyn SelectTenant,
+        headers: &HeaderMap,
+        extensions: &Extensions,
+    ) -> Authorize {
+        match select.manager(headers, extensions) {
+            Some(manager) => manager.authorize_attempt(),
+            None => Authorize::Pending(AuthorizeFuture::failed(Error::TenantNotSelected)),
+        }
+    }
+
+    /// The manager, when every request uses the same one.
+    pub fn manager(&self) -> Option<&TokenManager> {
+        match &self.kind {
+            Kind::Manager(manager) => Some(manager),
+            Kind::Registry(_) => None,
+        }
+    }
+
+    /// Which requests get a token.
+    pub fn policy(&self) -> &RequestPolicy {
+        match &self.kind {
+            Kind::Manager(manager) => manager.policy(),
+            Kind::Registry(select) => select.policy(),
+        }
+    }
+}
+
+impl From<TokenManager> for Tokens {
+    fn from(manager: TokenManager) -> Self {
+        Self {
+            kind: Kind::Manager(manager),
+        }
     }
 }

@@ -99,10 +99,14 @@ impl TokenSource for RefreshTokenGrant {
     ) -> BoxFuture<'a, Result<Token, Error>> {
         Box::pin(async move {
             let refresh_token = match current {
-                None => return Err(reauthorize(ReauthorizationReason::NoToken)),
-                Some(token) => token
-                    .refresh_token()
-                    .ok_or_else(|| reauthorize(ReauthorizationReason::MissingRefreshToken))?,
+                None => {
+                    return Err(Error::reauthorization_required(
+                        ReauthorizationReason::NoToken,
+                    ))
+                }
+                Some(token) => token.refresh_token().ok_or_else(|| {
+                    Error::reauthorization_required(ReauthorizationReason::MissingRefreshToken)
+                })?,
             };
             let access_token = current.and_then(Token::access_token);
             let secrets = [
@@ -174,10 +178,6 @@ impl TokenSource for ClientCredentialsGrant {
     fn revoke<'a>(&'a self, token: &'a Token) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(self.client.revoke(&*self.transport, token))
     }
-}
-
-fn reauthorize(reason: ReauthorizationReason) -> Error {
-    Error::ReauthorizationRequired { reason }
 }
 
 /// When a token request may be sent a second time within one attempt.

@@ -15,6 +15,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::transport::BoxFuture;
 use crate::Token;
 
+mod keyed;
+
+pub(crate) use keyed::TenantStore;
+pub use keyed::{KeyedFileStore, KeyedMemoryStore, KeyedTokenStore, MAX_KEY_FILE_NAME};
+
 /// Persists the current token.
 pub trait TokenStore: Send + Sync + fmt::Debug {
     /// The stored token, if any.
@@ -148,15 +153,28 @@ pub struct FileStore {
 impl FileStore {
     /// A store at `path`; the file need not exist yet, its directory must.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            write_lock: Arc::default(),
-        }
+        Self::sharing_lock(path.into(), Arc::default())
+    }
+
+    /// A store whose writes are serialised with those of every store holding `write_lock`.
+    pub(crate) fn sharing_lock(path: PathBuf, write_lock: Arc<Mutex<()>>) -> Self {
+        Self { path, write_lock }
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn remove(&self) -> Result<(), StoreError> {
+        let _writer = self
+            .write_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match fs::remove_file(&self.path) {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error.into()),
+            _ => Ok(()),
+        }
     }
 
     fn read(&self) -> Result<Option<Token>, StoreError> {
@@ -281,16 +299,7 @@ impl TokenStore for FileStore {
     }
 
     fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
-        let result = {
-            let _writer = self
-                .write_lock
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            match fs::remove_file(&self.path) {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error.into()),
-                _ => Ok(()),
-            }
-        };
+        let result = self.remove();
         Box::pin(async move { result })
     }
 }

@@ -3,7 +3,7 @@ use std::sync::Once;
 use http::Extensions;
 use procore_auth_core::{
     Authorize, ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, Token, TokenManager,
-    TokenStore,
+    TokenStore, Tokens,
 };
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
@@ -17,13 +17,19 @@ use crate::ReqwestTransport;
 /// See the [crate documentation](crate).
 #[derive(Clone, Debug)]
 pub struct ProcoreAuthMiddleware {
-    manager: TokenManager,
+    tokens: Tokens,
 }
 
 impl ProcoreAuthMiddleware {
-    /// Uses tokens from `manager` (configure skew, store, policy and so on there).
-    pub fn new(manager: TokenManager) -> Self {
-        Self { manager }
+    /// Uses tokens from `tokens`: a `TokenManager` (one token for every request;
+    /// configure skew, store, policy and so on there) or a `TokenRegistry` (each
+    /// request's tenant is the key in its extensions, set with
+    /// `reqwest_middleware::RequestBuilder::with_extension`; see
+    /// `TokenRegistry::keyed_by` for a function instead).
+    pub fn new(tokens: impl Into<Tokens>) -> Self {
+        Self {
+            tokens: tokens.into(),
+        }
     }
 
     /// For a user who authorized the app: starts from `token` (from the code
@@ -61,9 +67,9 @@ impl ProcoreAuthMiddleware {
         Ok(Self::new(TokenManager::builder(grant).store(store).build()))
     }
 
-    /// The token manager.
-    pub fn manager(&self) -> &TokenManager {
-        &self.manager
+    /// Where requests get their tokens.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 }
 
@@ -100,16 +106,16 @@ impl ProcoreAuthMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let manager = &self.manager;
         let url = request.url();
         let host = url.host_str().unwrap_or_default();
+        let (headers, port) = (request.headers(), url.port());
         let authorized =
-            match manager.authorize_origin(url.scheme(), host, url.port(), request.headers()) {
+            match self.tokens.authorize_origin(url.scheme(), host, port, headers, extensions) {
                 Authorize::Skip => return next.run(request, extensions).await,
                 Authorize::Ready(authorized) => authorized,
                 Authorize::Pending(waiting) => waiting.await.map_err(Error::middleware)?,
             };
-        let attached = manager.attach(authorized, request.headers_mut());
+        let attached = authorized.attach(request.headers_mut());
         let response = next.clone().run(request, extensions).await?;
         if response.url() != hop.url() {
             // The wrapped client followed redirects itself, out of our sight: which
@@ -123,13 +129,13 @@ impl ProcoreAuthMiddleware {
             });
             return Ok(response);
         }
-        let Some(replay_with) = manager.judge(attached, response.status()) else {
+        let Some(replay_with) = attached.judge(response.status()) else {
             return Ok(response);
         };
         // `None` for streaming bodies: such a request is not replayed.
         match (replay_with.await.map_err(Error::middleware)?, hop.copy()) {
             (Some(authorized), Some(mut replay)) => {
-                manager.attach(authorized, replay.headers_mut());
+                authorized.attach(replay.headers_mut());
                 next.run(replay, extensions).await
             }
             _ => Ok(response),

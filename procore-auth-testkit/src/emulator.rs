@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::fault::{ApiFault, TokenFault};
-use crate::state::{Config, Owner, Shared, OOB_REDIRECT_URI};
+use crate::state::{Config, Owner, Shared, State, OOB_REDIRECT_URI};
 use crate::stats::Stats;
+use crate::user::{UserId, UserRecord, UserStats};
 use crate::{routes, server};
 
 /// The default registered client's id.
@@ -56,6 +57,9 @@ pub struct TokenGrant {
     /// When the token was minted, in whole Unix seconds (floored) on the emulator's (shifted)
     /// clock. Token responses leave it out with [`EmulatorBuilder::floor_issue_times`].
     pub created_at: i64,
+    /// The user the tokens act for: `GET /rest/v1.0/me` answers this user's identity, and
+    /// refreshing keeps it.
+    pub user: UserId,
 }
 
 /// A running emulator of Procore's OAuth 2.0 server and REST API on `127.0.0.1`.
@@ -131,34 +135,144 @@ impl Emulator {
         &self.shared.config.client_secret
     }
 
-    /// Issues an authorization code for the default client and `redirect_uri`, as if the user
-    /// had approved `/oauth/authorize`. The code is single use and lives 10 minutes.
+    /// The default user: the one [`issue_token`](Self::issue_token),
+    /// [`authorize_code`](Self::authorize_code) and `/oauth/authorize` (without `login_hint`)
+    /// act for. Id 4242, login `testkit.user@example.com`, name `Testkit User`.
+    pub fn default_user(&self) -> UserId {
+        UserId::DEFAULT
+    }
+
+    /// Adds a user with this login (the `login` of `GET /rest/v1.0/me`, and the `login_hint`
+    /// that `/oauth/authorize` accepts); the name is `Testkit User <n>`, `n` the user's rank in
+    /// creation order. Ids are distinct from every other user's and from the service account's.
+    ///
+    /// # Panics
+    ///
+    /// If another user already has this login.
+    pub fn add_user(&self, login: impl Into<String>) -> UserId {
+        match self.shared.lock().users.add(login.into()) {
+            Ok(user) => user,
+            Err(login) => panic!("procore-auth-testkit: a user with login {login:?} exists"),
+        }
+    }
+
+    /// Every user, in creation order: the default user first, then those of
+    /// [`EmulatorBuilder::users`], then those of [`add_user`](Self::add_user).
+    pub fn users(&self) -> Vec<UserId> {
+        self.shared.lock().users.ids()
+    }
+
+    /// The user's `login`, as `GET /rest/v1.0/me` reports it.
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    pub fn user_login(&self, user: UserId) -> String {
+        self.with_user(user, |record| record.login.clone())
+    }
+
+    /// The user's `name`, as `GET /rest/v1.0/me` reports it.
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    pub fn user_name(&self, user: UserId) -> String {
+        self.with_user(user, |record| record.name.clone())
+    }
+
+    /// Locks the state, checking that `user` exists.
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    fn lock_for(&self, user: UserId) -> MutexGuard<'_, State> {
+        let state = self.shared.lock();
+        if state.users.get(user).is_none() {
+            drop(state);
+            panic!("procore-auth-testkit: {user} is not a user of this emulator");
+        }
+        state
+    }
+
+    /// Runs `f` on the user's record, under the lock.
+    fn with_user<R>(&self, user: UserId, f: impl FnOnce(&mut UserRecord) -> R) -> R {
+        let mut state = self.lock_for(user);
+        let record = state.user_mut(user).expect("lock_for checked the user");
+        f(record)
+    }
+
+    /// Issues an authorization code for the default client, the default user and
+    /// `redirect_uri`, as if the user had approved `/oauth/authorize`. The code is single use
+    /// and lives 10 minutes.
     ///
     /// `redirect_uri` is not checked against the registered URIs, so tests can set up
     /// mismatches; exchanging the code requires the same `redirect_uri`.
     pub fn authorize_code(&self, redirect_uri: &str) -> String {
-        let now = self.shared.now();
-        self.shared
-            .lock()
-            .issue_code(&self.shared.config.client_id, redirect_uri, now)
+        self.authorize_code_for(self.default_user(), redirect_uri)
     }
 
-    /// Mints a live access + refresh token pair for the default client's user, as an
-    /// authorization-code grant would, without a token-endpoint call (no counter moves). The
-    /// expiry knobs ([`EmulatorBuilder::expire_early`],
+    /// [`authorize_code`](Self::authorize_code) as if `user` had approved: the tokens the code
+    /// is exchanged for act for `user`.
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    pub fn authorize_code_for(&self, user: UserId, redirect_uri: &str) -> String {
+        let now = self.shared.now();
+        self.lock_for(user)
+            .issue_code(&self.shared.config.client_id, redirect_uri, user, now)
+    }
+
+    /// Mints a live access + refresh token pair for the default client and the default user,
+    /// as an authorization-code grant would, without a token-endpoint call (no counter moves).
+    /// The expiry knobs ([`EmulatorBuilder::expire_early`],
     /// [`EmulatorBuilder::floor_issue_times`]) apply to it as to every grant.
     pub fn issue_token(&self) -> TokenGrant {
-        let now = self.shared.now_millis();
-        let config = &self.shared.config;
-        self.shared
-            .lock()
-            .mint(config, &config.client_id, Owner::User, now)
+        self.issue_token_for(self.default_user())
     }
 
-    /// Queues a fault: each token-endpoint call takes the oldest queued one. Push `n` times to
-    /// fault the next `n` calls.
+    /// [`issue_token`](Self::issue_token) for `user`: the tokens act for `user`
+    /// ([`TokenGrant::user`]), and so do those that refreshing them yields.
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    pub fn issue_token_for(&self, user: UserId) -> TokenGrant {
+        let now = self.shared.now_millis();
+        let config = &self.shared.config;
+        let minted = self
+            .lock_for(user)
+            .mint(config, &config.client_id, Owner::User(user), now);
+        minted
+            .into_grant()
+            .expect("a user's token converts to a TokenGrant")
+    }
+
+    /// Queues a fault: each token-endpoint call takes the oldest queued one, whatever its
+    /// user. Push `n` times to fault the next `n` calls.
+    ///
+    /// A call takes a fault from this queue first; only when it is empty does it take one from
+    /// its user's queue ([`push_token_fault_for`](Self::push_token_fault_for)).
     pub fn push_token_fault(&self, fault: TokenFault) {
         self.shared.lock().token_faults.push_back(fault);
+    }
+
+    /// Queues a fault for `user` only: the next token-endpoint call **of that user** takes the
+    /// oldest one, and other users' calls never do. Push `n` times to fault the user's next
+    /// `n` calls: `n` × [`TokenFault::Status`]`(503)` keep the user's refreshes failing (with
+    /// the refresh token left live) for `n` calls while every other user refreshes normally.
+    ///
+    /// A call is the user's when it presents one of the user's refresh tokens
+    /// (`grant_type=refresh_token`) or authorization codes (`grant_type=authorization_code`),
+    /// known to the server, whether still usable or not. Client-credentials calls, and calls
+    /// with an unknown or missing credential, belong to no user and only take global faults
+    /// ([`push_token_fault`](Self::push_token_fault)), which also come first.
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    pub fn push_token_fault_for(&self, user: UserId, fault: TokenFault) {
+        self.with_user(user, |record| record.token_faults.push_back(fault));
     }
 
     /// Queues a fault: each `/rest/` call takes the oldest queued one. Push `n` times to fault
@@ -173,15 +287,45 @@ impl Emulator {
         self.shared.lock().expire_all();
     }
 
+    /// [`expire_all_tokens`](Self::expire_all_tokens) for `user`'s access tokens only: other
+    /// users' tokens (and client-credentials tokens) stay live.
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    pub fn expire_tokens_of(&self, user: UserId) {
+        self.lock_for(user).expire_user(user);
+    }
+
     /// Revokes every access and refresh token issued so far, as `POST /oauth/revoke` would:
     /// the user must authorize again.
     pub fn revoke_all_tokens(&self) {
         self.shared.lock().revoke_all();
     }
 
+    /// [`revoke_all_tokens`](Self::revoke_all_tokens) for `user`'s tokens only: that user must
+    /// authorize again, other users are unaffected.
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    pub fn revoke_tokens_of(&self, user: UserId) {
+        self.lock_for(user).revoke_user(user);
+    }
+
     /// A consistent snapshot of the counters.
     pub fn stats(&self) -> Stats {
         self.shared.lock().stats.clone()
+    }
+
+    /// A consistent snapshot of `user`'s counters (see [`UserStats`] for what counts as the
+    /// user's).
+    ///
+    /// # Panics
+    ///
+    /// If `user` is not a user of this emulator.
+    pub fn user_stats(&self, user: UserId) -> UserStats {
+        self.with_user(user, |record| record.stats.clone())
     }
 }
 
@@ -205,6 +349,7 @@ pub struct EmulatorBuilder {
     forbidden_company: Option<u64>,
     floor_issue_times: bool,
     expire_early: Duration,
+    users: usize,
 }
 
 impl Default for EmulatorBuilder {
@@ -218,6 +363,7 @@ impl Default for EmulatorBuilder {
             forbidden_company: None,
             floor_issue_times: false,
             expire_early: Duration::ZERO,
+            users: 1,
         }
     }
 }
@@ -314,6 +460,15 @@ impl EmulatorBuilder {
         self
     }
 
+    /// How many users the emulator starts with (default 1; 0 counts as 1): the default user,
+    /// then users with logins `testkit.user2@example.com`, `testkit.user3@example.com`, … and
+    /// names `Testkit User 2`, `Testkit User 3`, …, listed by [`Emulator::users`] in that
+    /// order. [`Emulator::add_user`] adds more while the server runs.
+    pub fn users(mut self, n: usize) -> Self {
+        self.users = n;
+        self
+    }
+
     /// Registers another client. The default client stays registered and cannot be replaced.
     pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
         self.clients.push((id.into(), secret.into()));
@@ -368,6 +523,12 @@ impl EmulatorBuilder {
             shutdown_rx.clone(),
             format!("http://localhost:{port}"),
         ));
+        {
+            let mut state = shared.lock();
+            for _ in 1..self.users {
+                state.users.add_numbered();
+            }
+        }
         let router = routes::router(Arc::clone(&shared));
         let server = tokio::spawn(server::serve(listener, router, shutdown_rx));
         Emulator {

@@ -3,7 +3,10 @@
 /// What the next call to `POST /oauth/token` does instead of answering normally.
 ///
 /// Queue faults with [`Emulator::push_token_fault`](crate::Emulator::push_token_fault); each call
-/// to the token endpoint takes the oldest queued fault, whatever its grant type.
+/// to the token endpoint takes the oldest queued fault, whatever its grant type. Faults queued
+/// with [`Emulator::push_token_fault_for`](crate::Emulator::push_token_fault_for) are taken only
+/// by calls of that user (presenting the user's refresh token or code), once the global queue
+/// is empty; every kind of fault can be queued either way.
 ///
 /// Faults come in two kinds, which matters for Procore's single-use refresh tokens:
 ///

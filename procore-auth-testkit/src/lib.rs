@@ -41,11 +41,11 @@
 //!
 //! | route | behaviour |
 //! |---|---|
-//! | `GET /oauth/authorize` | auto-approves: 302 to `redirect_uri?code=…&state=…`, or an HTML page showing the code for `urn:ietf:wg:oauth:2.0:oob`; 400 for an unknown client or an unregistered `redirect_uri` |
-//! | `POST /oauth/token` | grants `authorization_code`, `refresh_token` (rotating, single use) and `client_credentials` (no refresh token); form-encoded or JSON body; RFC 6749 errors |
+//! | `GET /oauth/authorize` | auto-approves for the default user, or for the user whose login is the `login_hint` parameter: 302 to `redirect_uri?code=…&state=…`, or an HTML page showing the code for `urn:ietf:wg:oauth:2.0:oob`; 400 for an unknown client, an unregistered `redirect_uri` or an unknown `login_hint` |
+//! | `POST /oauth/token` | grants `authorization_code` (tokens for the user who approved), `refresh_token` (rotating, single use; the new pair keeps the user) and `client_credentials` (no refresh token; acts for a service account, no user); form-encoded or JSON body; RFC 6749 errors |
 //! | `POST /oauth/revoke` | revokes the access token and its refresh token; 200 whether or not the token was known |
-//! | `GET /oauth/token/info` | Doorkeeper-style token introspection for a bearer token; 401 if it is not live |
-//! | `GET /rest/v1.0/me` | the token's user: `{"id":…,"login":…,"name":…,"authorization_received":true}` |
+//! | `GET /oauth/token/info` | Doorkeeper-style token introspection for a bearer token (`resource_owner_id`: the user's id); 401 if it is not live |
+//! | `GET /rest/v1.0/me` | the token's user: `{"id":…,"login":…,"name":…,"authorization_received":true}` (the service account for client-credentials tokens) |
 //! | `GET /rest/v1.0/companies` | one company |
 //! | `POST`/`PUT`/`PATCH /rest/v1.0/echo` | answers with the request body and its `Content-Type` |
 //! | `GET /rest/v1.0/files/{id}` | 302 to [`Emulator::alternate_host_url`]`/storage/{id}` (another host name, same server) |
@@ -57,6 +57,67 @@
 //! field is the emulator's, so tests can see whether a client sent a token to a host it should
 //! not trust); a `Procore-Company-Id` equal to
 //! [`EmulatorBuilder::forbidden_company`] gets 403.
+//!
+//! # Several users
+//!
+//! Every emulator has a default user (id 4242, login `testkit.user@example.com`), whom the
+//! methods without a user ([`Emulator::issue_token`], [`Emulator::authorize_code`]) and
+//! `/oauth/authorize` without `login_hint` act for. Create more with
+//! [`EmulatorBuilder::users`] or [`Emulator::add_user`]; each [`UserId`] has its own id, login
+//! and name, which `GET /rest/v1.0/me` answers for that user's tokens.
+//!
+//! Tokens and codes belong to a user ([`Emulator::issue_token_for`],
+//! [`Emulator::authorize_code_for`], [`TokenGrant::user`]), and a refresh keeps it. Per user
+//! there are scripted faults ([`Emulator::push_token_fault_for`]: taken only by token calls
+//! that present that user's refresh token or code), counters ([`Emulator::user_stats`]),
+//! expiry and revocation ([`Emulator::expire_tokens_of`], [`Emulator::revoke_tokens_of`]).
+//! Lookups are by hash, so thousands of users and concurrent requests cost no more per request
+//! than one.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use procore_auth_testkit::{Emulator, TokenFault};
+//!
+//! let emulator = Emulator::builder().users(2).start().await;
+//! let (alice, bob) = (emulator.users()[0], emulator.users()[1]);
+//! let alices = emulator.issue_token_for(alice);
+//! let bobs = emulator.issue_token_for(bob);
+//!
+//! // Bob's refreshes fail twice (503, refresh token left live); Alice's are unaffected.
+//! emulator.push_token_fault_for(bob, TokenFault::Status(503));
+//! emulator.push_token_fault_for(bob, TokenFault::Status(503));
+//!
+//! let http = reqwest::Client::new();
+//! let refresh = |refresh_token: String| {
+//!     http.post(format!("{}/oauth/token", emulator.base_url()))
+//!         .form(&[
+//!             ("grant_type", "refresh_token"),
+//!             ("refresh_token", refresh_token.as_str()),
+//!             ("client_id", emulator.client_id()),
+//!             ("client_secret", emulator.client_secret()),
+//!         ])
+//!         .send()
+//! };
+//! assert_eq!(refresh(alices.refresh_token.unwrap()).await.unwrap().status(), 200);
+//! assert_eq!(refresh(bobs.refresh_token.clone().unwrap()).await.unwrap().status(), 503);
+//! assert_eq!(emulator.user_stats(alice).refresh_grants, 1);
+//! assert_eq!(emulator.user_stats(bob).failed_token_calls, 1);
+//!
+//! // `/me` tells the users apart.
+//! let me: serde_json::Value = http
+//!     .get(format!("{}/rest/v1.0/me", emulator.base_url()))
+//!     .bearer_auth(&bobs.access_token)
+//!     .send()
+//!     .await
+//!     .unwrap()
+//!     .json()
+//!     .await
+//!     .unwrap();
+//! assert_eq!(me["id"], bob.get());
+//! assert_eq!(me["login"], emulator.user_login(bob).as_str());
+//! # }
+//! ```
 //!
 //! # Token lifetimes and early expiry
 //!
@@ -75,7 +136,8 @@
 //! * [`EmulatorBuilder::expire_early`]: tokens die a fixed time before their issue time
 //!   `+ expires_in`, while responses stay truthful: the deterministic choice for tests.
 //!
-//! [`Emulator::expire_all_tokens`] expires every token issued so far at once.
+//! [`Emulator::expire_all_tokens`] expires every token issued so far at once,
+//! [`Emulator::expire_tokens_of`] those of one user.
 //!
 //! # Slow responses
 //!
@@ -93,7 +155,9 @@ mod server;
 mod state;
 mod stats;
 mod token;
+mod user;
 
 pub use emulator::{Emulator, EmulatorBuilder, Route, TokenGrant};
 pub use fault::{ApiFault, TokenFault};
 pub use stats::Stats;
+pub use user::{UserId, UserStats};

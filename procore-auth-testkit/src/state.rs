@@ -12,16 +12,13 @@ use crate::fault::{ApiFault, TokenFault};
 use crate::params::Params;
 use crate::stats::Stats;
 use crate::token;
+use crate::user::{UserId, UserRecord, Users};
 
 /// The out-of-band redirect URI of installed apps: the code is shown, not redirected.
 pub(crate) const OOB_REDIRECT_URI: &str = "urn:ietf:wg:oauth:2.0:oob";
 /// How long an authorization code can be exchanged (Procore: 10 minutes).
 const CODE_LIFETIME_SECS: i64 = 600;
 
-/// The user behind authorization-code tokens.
-pub(crate) const USER_ID: u64 = 4242;
-pub(crate) const USER_LOGIN: &str = "testkit.user@example.com";
-pub(crate) const USER_NAME: &str = "Testkit User";
 /// The Developer Managed Service Account behind client-credentials tokens.
 pub(crate) const SERVICE_ACCOUNT_ID: u64 = 4343;
 pub(crate) const SERVICE_ACCOUNT_LOGIN: &str = "testkit.service-account@example.com";
@@ -116,7 +113,7 @@ impl Config {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Owner {
     /// The user who approved an authorization request.
-    User,
+    User(UserId),
     /// The client itself (client-credentials grant).
     ServiceAccount,
 }
@@ -124,10 +121,39 @@ pub(crate) enum Owner {
 impl Owner {
     /// The Doorkeeper `resource_owner_id`: none for client-credentials tokens.
     pub(crate) fn resource_owner_id(self) -> Option<u64> {
+        self.user().map(UserId::get)
+    }
+
+    /// The user, unless the token acts for the service account.
+    pub(crate) fn user(self) -> Option<UserId> {
         match self {
-            Self::User => Some(USER_ID),
+            Self::User(user) => Some(user),
             Self::ServiceAccount => None,
         }
+    }
+}
+
+/// What a grant minted: a token response's contents and whom the token acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Minted {
+    pub(crate) access_token: String,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) expires_in: u64,
+    pub(crate) created_at: i64,
+    pub(crate) owner: Owner,
+}
+
+impl Minted {
+    /// The public view of a user's token; `None` for a client-credentials token.
+    pub(crate) fn into_grant(self) -> Option<TokenGrant> {
+        let user = self.owner.user()?;
+        Some(TokenGrant {
+            access_token: self.access_token,
+            refresh_token: self.refresh_token,
+            expires_in: self.expires_in,
+            created_at: self.created_at,
+            user,
+        })
     }
 }
 
@@ -218,6 +244,8 @@ pub(crate) struct LiveToken {
 #[derive(Debug)]
 struct CodeRecord {
     client_id: String,
+    /// The user who approved the request.
+    user: UserId,
     redirect_uri: String,
     expires_at: i64,
     used: bool,
@@ -259,19 +287,49 @@ pub(crate) struct State {
     codes: HashMap<String, CodeRecord>,
     access: HashMap<String, AccessRecord>,
     refresh: HashMap<String, RefreshRecord>,
+    pub(crate) users: Users,
+    /// Faults for the next token calls, whatever their user.
     pub(crate) token_faults: VecDeque<TokenFault>,
     pub(crate) api_faults: VecDeque<ApiFault>,
     pub(crate) stats: Stats,
 }
 
 impl State {
-    /// Issues an authorization code, as if the user approved the request.
-    pub(crate) fn issue_code(&mut self, client_id: &str, redirect_uri: &str, now: i64) -> String {
+    /// A user's record, if the user exists.
+    pub(crate) fn user_mut(&mut self, user: UserId) -> Option<&mut UserRecord> {
+        self.users.get_mut(user)
+    }
+
+    /// The user a token-endpoint request is attributed to: the owner of the refresh token or
+    /// authorization code it presents, known to the server (whatever its state). `None` for
+    /// client-credentials grants and unknown credentials. One hash lookup.
+    pub(crate) fn grant_user(&self, params: &Params) -> Option<UserId> {
+        match GrantType::parse(params.get("grant_type")?)? {
+            GrantType::RefreshToken => self.refresh.get(params.get("refresh_token")?)?.owner.user(),
+            GrantType::AuthorizationCode => Some(self.codes.get(params.get("code")?)?.user),
+            GrantType::ClientCredentials => None,
+        }
+    }
+
+    /// The user an access token acts for, if the server knows the token (whatever its state).
+    pub(crate) fn access_user(&self, access_token: &str) -> Option<UserId> {
+        self.access.get(access_token)?.owner.user()
+    }
+
+    /// Issues an authorization code, as if `user` approved the request.
+    pub(crate) fn issue_code(
+        &mut self,
+        client_id: &str,
+        redirect_uri: &str,
+        user: UserId,
+        now: i64,
+    ) -> String {
         let code = token::opaque_secret();
         self.codes.insert(
             code.clone(),
             CodeRecord {
                 client_id: client_id.to_owned(),
+                user,
                 redirect_uri: redirect_uri.to_owned(),
                 expires_at: now.saturating_add(CODE_LIFETIME_SECS),
                 used: false,
@@ -288,14 +346,14 @@ impl State {
         client_id: &str,
         owner: Owner,
         now_millis: i64,
-    ) -> TokenGrant {
+    ) -> Minted {
         let now = unix_secs(now_millis);
         let expires_in = config.access_token_lifetime_secs;
         // What the token claims (its JWT `exp`, and `created_at + expires_in`).
         let expires_at = now.saturating_add(i64::try_from(expires_in).unwrap_or(i64::MAX));
         let access_token =
             token::access_token(owner.resource_owner_id(), client_id, now, expires_at);
-        let refresh_token = (owner == Owner::User).then(token::opaque_secret);
+        let refresh_token = owner.user().map(|_| token::opaque_secret());
         if let Some(refresh) = &refresh_token {
             self.refresh.insert(
                 refresh.clone(),
@@ -319,11 +377,15 @@ impl State {
                 expired: false,
             },
         );
-        TokenGrant {
+        if let Some(record) = owner.user().and_then(|user| self.users.get_mut(user)) {
+            record.access_tokens.push(access_token.clone());
+        }
+        Minted {
             access_token,
             refresh_token,
             expires_in,
             created_at: now,
+            owner,
         }
     }
 
@@ -333,7 +395,7 @@ impl State {
         config: &Config,
         params: &Params,
         now_millis: i64,
-    ) -> Result<TokenGrant, GrantError> {
+    ) -> Result<Minted, GrantError> {
         let now = unix_secs(now_millis);
         let grant_type = params.get("grant_type").ok_or_else(|| {
             GrantError::InvalidRequest("the grant_type parameter is missing".to_owned())
@@ -382,7 +444,7 @@ impl State {
             return Err(GrantError::InvalidGrant("the authorization code expired"));
         }
         record.used = true;
-        Ok(Owner::User)
+        Ok(Owner::User(record.user))
     }
 
     fn consume_refresh_token(
@@ -418,6 +480,9 @@ impl State {
         self.stats
             .consumed_refresh_tokens
             .push(presented.to_owned());
+        if let Some(record) = owner.user().and_then(|user| self.users.get_mut(user)) {
+            record.stats.consumed_refresh_tokens += 1;
+        }
         Ok(owner)
     }
 
@@ -453,7 +518,12 @@ impl State {
             (_, Some(refresh)) if refresh.client_id == client_id => refresh.access_token.clone(),
             _ => return,
         };
-        let Some(access) = self.access.get_mut(&access_token) else {
+        self.revoke_pair(&access_token);
+    }
+
+    /// Revokes a known access token and its refresh token.
+    fn revoke_pair(&mut self, access_token: &str) {
+        let Some(access) = self.access.get_mut(access_token) else {
             return;
         };
         access.revoked = true;
@@ -469,6 +539,31 @@ impl State {
     pub(crate) fn expire_all(&mut self) {
         for access in self.access.values_mut() {
             access.expired = true;
+        }
+    }
+
+    /// Every access token issued so far to `user` is expired from now on: O(the user's
+    /// tokens).
+    pub(crate) fn expire_user(&mut self, user: UserId) {
+        let Some(record) = self.users.get(user) else {
+            return;
+        };
+        for token in &record.access_tokens {
+            if let Some(access) = self.access.get_mut(token) {
+                access.expired = true;
+            }
+        }
+    }
+
+    /// Every access and refresh token issued so far to `user` is revoked.
+    pub(crate) fn revoke_user(&mut self, user: UserId) {
+        let tokens = match self.users.get_mut(user) {
+            // Revoked tokens stay revoked: no need to visit them again.
+            Some(record) => std::mem::take(&mut record.access_tokens),
+            None => return,
+        };
+        for token in &tokens {
+            self.revoke_pair(token);
         }
     }
 
@@ -570,7 +665,7 @@ mod tests {
     fn refresh_tokens_rotate_and_die_after_one_use() {
         let config = config();
         let mut state = State::default();
-        let first = state.mint(&config, "id", Owner::User, 1_000_000);
+        let first = state.mint(&config, "id", Owner::User(UserId::DEFAULT), 1_000_000);
         let old = first.refresh_token.clone().unwrap();
         let refresh = format!(
             "grant_type=refresh_token&client_id=id&client_secret=secret&refresh_token={old}"
@@ -590,7 +685,7 @@ mod tests {
     fn another_clients_refresh_token_is_invalid_grant_and_stays_live() {
         let config = config();
         let mut state = State::default();
-        let grant = state.mint(&config, "id", Owner::User, 1_000_000);
+        let grant = state.mint(&config, "id", Owner::User(UserId::DEFAULT), 1_000_000);
         let token = grant.refresh_token.unwrap();
         let as_other = format!(
             "grant_type=refresh_token&client_id=other&client_secret=s2&refresh_token={token}"
@@ -609,7 +704,7 @@ mod tests {
     fn expiry_is_judged_on_the_given_clock() {
         let config = config();
         let mut state = State::default();
-        let grant = state.mint(&config, "id", Owner::User, 1_000_000);
+        let grant = state.mint(&config, "id", Owner::User(UserId::DEFAULT), 1_000_000);
         assert_eq!(grant.created_at, 1000);
         assert!(state.check_access(&grant.access_token, 6_399_999).is_ok());
         assert_eq!(
@@ -628,7 +723,7 @@ mod tests {
     fn codes_expire_after_ten_minutes() {
         let config = config();
         let mut state = State::default();
-        let code = state.issue_code("id", "http://localhost", 1000);
+        let code = state.issue_code("id", "http://localhost", UserId::DEFAULT, 1000);
         let exchange = format!(
             "grant_type=authorization_code&client_id=id&client_secret=secret&code={code}&redirect_uri=http%3A%2F%2Flocalhost"
         );
@@ -642,7 +737,7 @@ mod tests {
     fn revoking_a_refresh_token_revokes_its_access_token() {
         let config = config();
         let mut state = State::default();
-        let grant = state.mint(&config, "id", Owner::User, 1_000_000);
+        let grant = state.mint(&config, "id", Owner::User(UserId::DEFAULT), 1_000_000);
         state.revoke(grant.refresh_token.as_deref().unwrap(), "other");
         assert!(
             state.check_access(&grant.access_token, 1_001_000).is_ok(),
@@ -661,7 +756,7 @@ mod tests {
     fn tokens_expire_on_the_exact_issue_time_by_default() {
         let config = config();
         let mut state = State::default();
-        let grant = state.mint(&config, "id", Owner::User, 1_000_700);
+        let grant = state.mint(&config, "id", Owner::User(UserId::DEFAULT), 1_000_700);
         assert_eq!(grant.created_at, 1000);
         assert_eq!(grant.expires_in, 5400);
         assert!(state.check_access(&grant.access_token, 6_400_699).is_ok());
@@ -680,7 +775,7 @@ mod tests {
             ..config()
         };
         let mut state = State::default();
-        let grant = state.mint(&config, "id", Owner::User, 1_000_700);
+        let grant = state.mint(&config, "id", Owner::User(UserId::DEFAULT), 1_000_700);
         assert_eq!((grant.created_at, grant.expires_in), (1000, 5400));
         assert!(state.check_access(&grant.access_token, 6_399_999).is_ok());
         assert_eq!(
@@ -700,7 +795,7 @@ mod tests {
             ..config()
         };
         let mut state = State::default();
-        let grant = state.mint(&early, "id", Owner::User, 1_000_000);
+        let grant = state.mint(&early, "id", Owner::User(UserId::DEFAULT), 1_000_000);
         assert_eq!((grant.created_at, grant.expires_in), (1000, 5400));
         assert!(state.check_access(&grant.access_token, 6_398_499).is_ok());
         assert_eq!(

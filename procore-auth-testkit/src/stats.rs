@@ -3,9 +3,12 @@
 /// A consistent snapshot of the emulator's counters, taken by
 /// [`Emulator::stats`](crate::Emulator::stats).
 ///
-/// All counters start at zero and only grow. Tokens minted with
-/// [`Emulator::issue_token`](crate::Emulator::issue_token) or codes made with
-/// [`Emulator::authorize_code`](crate::Emulator::authorize_code) count nowhere.
+/// All counters start at zero and only grow, over all users (per user:
+/// [`Emulator::user_stats`](crate::Emulator::user_stats)). Tokens minted with
+/// [`Emulator::issue_token`](crate::Emulator::issue_token) (or
+/// [`issue_token_for`](crate::Emulator::issue_token_for)) or codes made with
+/// [`Emulator::authorize_code`](crate::Emulator::authorize_code) (or
+/// [`authorize_code_for`](crate::Emulator::authorize_code_for)) count nowhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -5,7 +5,7 @@ use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use procore_auth_core::{Attached, AuthorizeFuture, Authorized, ReplayFuture, TokenManager};
+use procore_auth_core::{Attached, AuthorizeFuture, Authorized, ReplayFuture};
 use tower_service::Service;
 
 use crate::Error;
@@ -49,7 +49,6 @@ pin_project! {
 /// taken when the token arrives.
 struct Authorizing<S, B> {
     token: AuthorizeFuture,
-    manager: TokenManager,
     service: S,
     request: Option<(Request<B>, Option<Request<B>>)>,
 }
@@ -57,7 +56,6 @@ struct Authorizing<S, B> {
 /// What a request that carried our token needs after its first call: kept inline
 /// (it is small), with the copy to replay boxed.
 struct Then<S, B> {
-    manager: TokenManager,
     attached: Attached,
     replay: Option<Box<Replay<S, B>>>,
 }
@@ -85,7 +83,6 @@ impl<S: Service<Request<B>> + Clone, B> ResponseFuture<S, B> {
     /// Sends `request` with a fresh token through `service` (ready), keeping `copy`
     /// and a clone of the service for a replay.
     pub(crate) fn send(
-        manager: &TokenManager,
         authorized: Authorized,
         mut request: Request<B>,
         service: &mut S,
@@ -93,13 +90,9 @@ impl<S: Service<Request<B>> + Clone, B> ResponseFuture<S, B> {
     ) -> Self {
         // The clone only replays; it is made ready when used.
         let replay = copy.map(|copy| Box::new(Replay(Some(copy), service.clone())));
-        let attached = manager.attach(authorized, request.headers_mut());
+        let attached = authorized.attach(request.headers_mut());
         let call = service.call(request);
-        let then = Some(Then {
-            manager: manager.clone(),
-            attached,
-            replay,
-        });
+        let then = Some(Then { attached, replay });
         let state = State::Calling { call, then };
         Self { state }
     }
@@ -107,13 +100,11 @@ impl<S: Service<Request<B>> + Clone, B> ResponseFuture<S, B> {
     /// Waits for a token, then sends `request` through `service` (ready).
     pub(crate) fn authorizing(
         token: AuthorizeFuture,
-        manager: &TokenManager,
         request: Option<(Request<B>, Option<Request<B>>)>,
         service: S,
     ) -> Self {
         let waiting = Box::new(Authorizing {
             token,
-            manager: manager.clone(),
             service,
             request,
         });
@@ -136,15 +127,12 @@ where
                     let authorized = ready!(Pin::new(&mut waiting.token).poll(cx));
                     let (request, copy) = waiting.request.take().expect(COMPLETED);
                     let authorized = authorized.map_err(Error::Auth)?;
-                    let Authorizing {
-                        manager, service, ..
-                    } = &mut **waiting;
-                    ResponseFuture::send(manager, authorized, request, service, copy).state
+                    ResponseFuture::send(authorized, request, &mut waiting.service, copy).state
                 }
                 StateProj::Calling { call, then } => {
                     let response = ready!(call.poll(cx)).map_err(Error::Service)?;
                     let judged = then.take().and_then(|then| {
-                        let replay_with = then.manager.judge(then.attached, response.status());
+                        let replay_with = then.attached.judge(response.status());
                         Some((replay_with?, then))
                     });
                     let Some((replay_with, then)) = judged else {
@@ -166,7 +154,7 @@ where
                     match (replacement.map_err(Error::Auth)?, then.replay.take()) {
                         (Some(authorized), Some(mut replay)) => {
                             let request = replay.0.as_mut().expect(COMPLETED);
-                            then.manager.attach(authorized, request.headers_mut());
+                            authorized.attach(request.headers_mut());
                             State::ReadyingReplay { replay }
                         }
                         // Not replayable, or the manager advises against it: the

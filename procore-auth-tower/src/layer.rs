@@ -1,4 +1,4 @@
-use procore_auth_core::TokenManager;
+use procore_auth_core::Tokens;
 use tower_layer::Layer;
 
 use crate::replay::{CloneRequest, NoReplay};
@@ -6,20 +6,22 @@ use crate::ProcoreAuth;
 
 /// Applies [`ProcoreAuth`] to a service.
 ///
-/// Holds only configuration: the [`TokenManager`] (shared, cheap to clone) and the
+/// Holds only configuration: where tokens come from (shared, cheap to clone) and the
 /// [`ReplayPolicy`](crate::ReplayPolicy).
 #[derive(Clone, Debug)]
 pub struct ProcoreAuthLayer<P = CloneRequest> {
-    manager: TokenManager,
+    tokens: Tokens,
     replay: P,
 }
 
 impl ProcoreAuthLayer {
-    /// Authorizes requests with tokens from `manager`, replaying `Clone` requests once
-    /// after a 401.
-    pub fn new(manager: TokenManager) -> Self {
+    /// Authorizes requests with tokens from `tokens`, replaying `Clone` requests once
+    /// after a 401. `tokens` is a `TokenManager` (one token for every request) or a
+    /// `TokenRegistry` (each request's tenant is the key in its extensions; see
+    /// `TokenRegistry::keyed_by` for a function instead).
+    pub fn new(tokens: impl Into<Tokens>) -> Self {
         Self {
-            manager,
+            tokens: tokens.into(),
             replay: CloneRequest,
         }
     }
@@ -35,7 +37,7 @@ impl<P> ProcoreAuthLayer<P> {
     /// Decides what can be replayed with `policy`.
     pub fn replay_with<Q>(self, policy: Q) -> ProcoreAuthLayer<Q> {
         ProcoreAuthLayer {
-            manager: self.manager,
+            tokens: self.tokens,
             replay: policy,
         }
     }
@@ -45,6 +47,6 @@ impl<S, P: Clone> Layer<S> for ProcoreAuthLayer<P> {
     type Service = ProcoreAuth<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ProcoreAuth::new(inner, self.manager.clone()).replay_with(self.replay.clone())
+        ProcoreAuth::new(inner, self.tokens.clone()).replay_with(self.replay.clone())
     }
 }

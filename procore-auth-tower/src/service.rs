@@ -1,7 +1,7 @@
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use procore_auth_core::{Authorize, TokenManager};
+use procore_auth_core::{Authorize, Tokens};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
@@ -14,23 +14,24 @@ use crate::{Error, ProcoreAuthLayer};
 #[derive(Clone, Debug)]
 pub struct ProcoreAuth<S, P = CloneRequest> {
     inner: S,
-    manager: TokenManager,
+    tokens: Tokens,
     replay: P,
 }
 
 impl<S> ProcoreAuth<S> {
-    /// Wraps `inner`, with tokens from `manager`.
-    pub fn new(inner: S, manager: TokenManager) -> Self {
+    /// Wraps `inner`, with tokens from `tokens`: a `TokenManager`, or a
+    /// `TokenRegistry` (see [`ProcoreAuthLayer::new`]).
+    pub fn new(inner: S, tokens: impl Into<Tokens>) -> Self {
         Self {
             inner,
-            manager,
+            tokens: tokens.into(),
             replay: CloneRequest,
         }
     }
 
-    /// A [`ProcoreAuthLayer`] with tokens from `manager`.
-    pub fn layer(manager: TokenManager) -> ProcoreAuthLayer {
-        ProcoreAuthLayer::new(manager)
+    /// A [`ProcoreAuthLayer`] with tokens from `tokens`.
+    pub fn layer(tokens: impl Into<Tokens>) -> ProcoreAuthLayer {
+        ProcoreAuthLayer::new(tokens)
     }
 }
 
@@ -39,7 +40,7 @@ impl<S, P> ProcoreAuth<S, P> {
     pub fn replay_with<Q>(self, policy: Q) -> ProcoreAuth<S, Q> {
         ProcoreAuth {
             inner: self.inner,
-            manager: self.manager,
+            tokens: self.tokens,
             replay: policy,
         }
     }
@@ -59,9 +60,9 @@ impl<S, P> ProcoreAuth<S, P> {
         self.inner
     }
 
-    /// The token manager.
-    pub fn manager(&self) -> &TokenManager {
-        &self.manager
+    /// Where requests get their tokens.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
     }
 }
 
@@ -79,13 +80,13 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let manager = &self.manager;
-        match manager.authorize(request.uri(), request.headers()) {
+        let (uri, headers, extensions) = (request.uri(), request.headers(), request.extensions());
+        match self.tokens.authorize(uri, headers, extensions) {
             Authorize::Skip => ResponseFuture::untouched(self.inner.call(request)),
             // Copied before the header goes on: a replay gets the new token anyway.
             Authorize::Ready(authorized) => {
                 let copy = self.replay.clone_request(&request);
-                ResponseFuture::send(manager, authorized, request, &mut self.inner, copy)
+                ResponseFuture::send(authorized, request, &mut self.inner, copy)
             }
             Authorize::Pending(token) => {
                 let copy = self.replay.clone_request(&request);
@@ -93,7 +94,7 @@ where
                 // the call after the token arrives (tower's clone-and-swap idiom).
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::authorizing(token, manager, Some((request, copy)), ready)
+                ResponseFuture::authorizing(token, Some((request, copy)), ready)
             }
         }
     }

@@ -20,9 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::{BoxFuture, Shared};
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::cell::{Published, TokenCell};
 use crate::clock::{unix_millis, CoarseTime};
+use crate::registry::Tenant;
 use crate::spawn::{AmbientTokio, Spawn};
 use crate::store::{StoreError, TokenStore};
 use crate::{
@@ -124,8 +126,12 @@ struct Inner {
     source: Arc<dyn TokenSource>,
     store: Option<Arc<dyn TokenStore>>,
     spawner: Arc<dyn Spawn>,
-    request_policy: RequestPolicy,
+    /// Shared by every manager of a registry.
+    request_policy: Arc<RequestPolicy>,
     refresh_policy: RefreshPolicy,
+    /// Whose token this is, for a manager of a registry: named in its logs and in
+    /// the `ReauthorizationRequired` errors it returns.
+    tenant: Option<Tenant>,
     state: Mutex<RefreshState<SharedRefresh>>,
     last_store_error: Mutex<Option<StoreError>>,
     /// Held by `set_token` and `revoke` for their whole run (store I/O included), so a
@@ -170,8 +176,9 @@ pub struct TokenManagerBuilder {
     store: Option<Arc<dyn TokenStore>>,
     clock: Arc<dyn Clock>,
     spawner: Arc<dyn Spawn>,
-    request_policy: Option<RequestPolicy>,
+    request_policy: Option<Arc<RequestPolicy>>,
     refresh_policy: RefreshPolicy,
+    tenant: Option<Tenant>,
 }
 
 impl TokenManagerBuilder {
@@ -242,16 +249,29 @@ impl TokenManagerBuilder {
     /// Which requests adapters put the token on (default: [`RequestPolicy::new`] for
     /// the source's environment, or production if the source does not say).
     pub fn request_policy(mut self, policy: RequestPolicy) -> Self {
+        self.request_policy = Some(Arc::new(policy));
+        self
+    }
+
+    /// For a registry: its managers share one policy and one store, and know their
+    /// tenant.
+    pub(crate) fn for_tenant(
+        mut self,
+        tenant: Tenant,
+        store: Arc<dyn TokenStore>,
+        policy: Arc<RequestPolicy>,
+    ) -> Self {
+        self.tenant = Some(tenant);
+        self.store = Some(store);
         self.request_policy = Some(policy);
         self
     }
 
     /// Builds the manager.
     pub fn build(self) -> TokenManager {
-        let request_policy = self.request_policy.unwrap_or_else(|| {
-            let environment = self.source.environment().cloned();
-            RequestPolicy::new(&environment.unwrap_or_else(Environment::production))
-        });
+        let request_policy = self
+            .request_policy
+            .unwrap_or_else(|| Arc::new(default_request_policy(&*self.source)));
         let inner = Inner {
             cell: TokenCell::default(),
             coarse: self.clock.coarse(),
@@ -262,6 +282,7 @@ impl TokenManagerBuilder {
             spawner: self.spawner,
             request_policy,
             refresh_policy: self.refresh_policy,
+            tenant: self.tenant,
             last_store_error: Mutex::default(),
             replacing: futures_util::lock::Mutex::new(()),
             counters: Counters::default(),
@@ -291,15 +312,33 @@ impl fmt::Debug for TokenManagerBuilder {
 impl TokenManager {
     /// Starts configuring a manager that gets new tokens from `source`.
     pub fn builder(source: impl TokenSource + 'static) -> TokenManagerBuilder {
+        Self::builder_shared(Arc::new(source))
+    }
+
+    /// A builder for a manager sharing `source` with others (a registry's tenants).
+    pub(crate) fn builder_shared(source: Arc<dyn TokenSource>) -> TokenManagerBuilder {
         TokenManagerBuilder {
-            source: Arc::new(source),
+            source,
             token: None,
             store: None,
             clock: Arc::new(SystemClock),
             spawner: Arc::new(AmbientTokio),
             request_policy: None,
             refresh_policy: RefreshPolicy::default(),
+            tenant: None,
         }
+    }
+
+    /// Whether anything but the registry holding it uses this manager: a clone held
+    /// by a request or a caller, or a refresh not yet finished. A registry never
+    /// evicts such a manager.
+    pub(crate) fn in_use(&self) -> bool {
+        Arc::strong_count(&self.handle) > 1 || Arc::strong_count(&self.handle.inner) > 1
+    }
+
+    /// The tenant whose token this is, for a manager of a registry.
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.handle.inner.tenant.as_ref()
     }
 
     /// The bearer header for the next request, refreshing first if needed.
@@ -344,6 +383,7 @@ impl TokenManager {
         bump(&inner.counters.rejections);
         tracing::debug!(
             generation = generation.get(),
+            tenant = inner.tenant.as_ref().map(tracing::field::display),
             "procore token rejected with 401"
         );
         RejectedFuture {
@@ -547,7 +587,7 @@ impl BearerFuture {
         }
     }
 
-    fn failed(error: Error) -> Self {
+    pub(crate) fn failed(error: Error) -> Self {
         Self {
             state: Waiting::Failed(Some(Box::new(error))),
         }
@@ -619,6 +659,7 @@ impl fmt::Debug for TokenManager {
             )
             .field("source", &inner.source)
             .field("store", &inner.store)
+            .field("tenant", &inner.tenant)
             .field("policy", &inner.request_policy)
             .field("metrics", &self.metrics())
             .finish_non_exhaustive()
@@ -691,7 +732,7 @@ impl Inner {
             Step::Wait { refresh, fallback } => BearerFuture {
                 state: Waiting::Refresh { refresh, fallback },
             },
-            Step::Fail(error) => BearerFuture::failed(error),
+            Step::Fail(error) => BearerFuture::failed(error.for_tenant(self.tenant.as_ref())),
         }
     }
 
@@ -703,7 +744,15 @@ impl Inner {
         reason: state::Reason,
         from: Option<Arc<Published>>,
     ) -> SharedRefresh {
-        Arc::clone(self).run_refresh(reason, from).boxed().shared()
+        let refresh = Arc::clone(self).run_refresh(reason, from);
+        match &self.tenant {
+            // The refresh's logs name the tenant.
+            Some(tenant) => refresh
+                .instrument(tracing::info_span!("procore_tenant", tenant = %tenant))
+                .boxed()
+                .shared(),
+            None => refresh.boxed().shared(),
+        }
     }
 
     /// Revokes `current` and, if the store holds a different pair (a peer's), that one
@@ -738,6 +787,11 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = error;
     }
+}
+
+/// The policy for the source's environment (production if it does not say).
+pub(crate) fn default_request_policy(source: &dyn TokenSource) -> RequestPolicy {
+    RequestPolicy::new(source.environment().unwrap_or(&Environment::production()))
 }
 
 /// How the published token looks at wall-clock time `now`; `None` for a token with

@@ -78,7 +78,11 @@ impl Inner {
         let attempt = AssertUnwindSafe(attempt)
             .catch_unwind()
             .await
-            .unwrap_or_else(|_| Err(Error::SourcePanicked.into()));
+            .unwrap_or_else(|_| Err(Error::SourcePanicked.into()))
+            .map_err(|mut failure| {
+                failure.error = failure.error.for_tenant(self.tenant.as_ref());
+                failure
+            });
         self.finish(reason, from_generation, attempt)
     }
 
@@ -164,9 +168,9 @@ impl Inner {
                     _ => None,
                 };
                 Err(Box::new(Failure {
-                    error: Error::ReauthorizationRequired {
-                        reason: ReauthorizationReason::InvalidGrant { description },
-                    },
+                    error: Error::reauthorization_required(ReauthorizationReason::InvalidGrant {
+                        description,
+                    }),
                     refused: base.cloned(),
                     salvaged: None,
                 }))
@@ -280,9 +284,9 @@ impl Inner {
                 self.cell
                     .load_full()
                     .and_then(|current| current.bearer.clone())
-                    .ok_or(Error::ReauthorizationRequired {
-                        reason: ReauthorizationReason::NoToken,
-                    })
+                    .ok_or(Error::reauthorization_required(
+                        ReauthorizationReason::NoToken,
+                    ))
             }
             Ok(token) => {
                 let published = self.cell.publish(token, self.refresh_policy.skew);

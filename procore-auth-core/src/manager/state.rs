@@ -144,7 +144,8 @@ impl Reauthorization {
         matches!(
             self.error,
             Error::ReauthorizationRequired {
-                reason: ReauthorizationReason::Revoked
+                reason: ReauthorizationReason::Revoked,
+                ..
             }
         )
     }
@@ -343,9 +344,7 @@ impl<R: Clone> RefreshState<R> {
             return Err(refresh.clone());
         }
         self.phase = Phase::NeedsReauthorization(Reauthorization {
-            error: Error::ReauthorizationRequired {
-                reason: ReauthorizationReason::Revoked,
-            },
+            error: Error::reauthorization_required(ReauthorizationReason::Revoked),
             // Not before the revocation ends.
             store_read_at: Duration::MAX,
             burnt: revoked,
@@ -462,9 +461,7 @@ mod tests {
     }
 
     fn reauthorization() -> Error {
-        Error::ReauthorizationRequired {
-            reason: ReauthorizationReason::NoToken,
-        }
+        Error::reauthorization_required(ReauthorizationReason::NoToken)
     }
 
     fn refreshing(state: &mut RefreshState<Started>, reason: Reason) {
@@ -823,7 +820,8 @@ mod tests {
             assert!(matches!(
                 state.on_bearer(view(1, Freshness::Expired), now, &policy(), never),
                 Step::Fail(Error::ReauthorizationRequired {
-                    reason: ReauthorizationReason::Revoked
+                    reason: ReauthorizationReason::Revoked,
+                    ..
                 })
             ));
             assert!(matches!(

@@ -546,7 +546,8 @@ async fn no_token_and_no_store_requires_authorization() {
         matches!(
             err,
             Error::ReauthorizationRequired {
-                reason: ReauthorizationReason::NoToken
+                reason: ReauthorizationReason::NoToken,
+                ..
             }
         ),
         "{err:?}"
@@ -590,6 +591,7 @@ async fn invalid_grant_is_terminal_until_a_new_token_is_set() {
         match err {
             Error::ReauthorizationRequired {
                 reason: ReauthorizationReason::InvalidGrant { description },
+                ..
             } => assert!(description.unwrap().contains("grant is invalid")),
             other => panic!("unexpected {other:?}"),
         }
@@ -1633,7 +1635,8 @@ async fn revoke_revokes_the_pair_clears_the_cell_and_store_and_requires_reauthor
             matches!(
                 err,
                 Error::ReauthorizationRequired {
-                    reason: ReauthorizationReason::Revoked
+                    reason: ReauthorizationReason::Revoked,
+                    ..
                 }
             ),
             "{err:?}"

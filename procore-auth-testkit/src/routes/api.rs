@@ -16,7 +16,7 @@ use crate::emulator::Route;
 use crate::fault::ApiFault;
 use crate::state::{
     unix_secs, LiveToken, Owner, Shared, TokenRejection, SERVICE_ACCOUNT_ID, SERVICE_ACCOUNT_LOGIN,
-    SERVICE_ACCOUNT_NAME, USER_ID, USER_LOGIN, USER_NAME,
+    SERVICE_ACCOUNT_NAME,
 };
 
 const PROCORE_COMPANY_ID: HeaderName = HeaderName::from_static("procore-company-id");
@@ -52,6 +52,11 @@ pub(super) async fn gate(
     let (verdict, remaining) = {
         let mut state = shared.lock();
         state.stats.api_calls += 1;
+        // The user whose token this is (live or not), for the per-user counters.
+        let user = bearer(request.headers()).and_then(|token| state.access_user(token));
+        if let Some(record) = user.and_then(|user| state.user_mut(user)) {
+            record.stats.api_calls += 1;
+        }
         let remaining = RATE_LIMIT.saturating_sub(state.stats.api_calls);
         let verdict = if let Some(fault) = state.api_faults.pop_front() {
             Verdict::Refuse(fault_response(&fault, authorization_received))
@@ -71,7 +76,12 @@ pub(super) async fn gate(
         };
         if let Verdict::Refuse(response) = &verdict {
             match response.status() {
-                StatusCode::UNAUTHORIZED => state.stats.unauthorized_served += 1,
+                StatusCode::UNAUTHORIZED => {
+                    state.stats.unauthorized_served += 1;
+                    if let Some(record) = user.and_then(|user| state.user_mut(user)) {
+                        record.stats.unauthorized_served += 1;
+                    }
+                }
                 StatusCode::FORBIDDEN => state.stats.forbidden_served += 1,
                 _ => {}
             }
@@ -157,14 +167,28 @@ fn fault_response(fault: &ApiFault, authorization_received: bool) -> Response {
     response
 }
 
-/// `GET /rest/v1.0/me`.
-pub(super) async fn me(Extension(live): Extension<LiveToken>) -> Response {
+/// `GET /rest/v1.0/me`: the identity of the user the token acts for.
+pub(super) async fn me(
+    State(shared): State<Arc<Shared>>,
+    Extension(live): Extension<LiveToken>,
+) -> Response {
     let (id, login, name) = match live.owner {
-        Owner::User => (USER_ID, USER_LOGIN, USER_NAME),
+        Owner::User(user) => {
+            let identity = shared
+                .lock()
+                .users
+                .get(user)
+                .map(|record| (record.login.clone(), record.name.clone()));
+            // Users are never removed: a live token's user exists.
+            let Some((login, name)) = identity else {
+                return not_found().await;
+            };
+            (user.get(), login, name)
+        }
         Owner::ServiceAccount => (
             SERVICE_ACCOUNT_ID,
-            SERVICE_ACCOUNT_LOGIN,
-            SERVICE_ACCOUNT_NAME,
+            SERVICE_ACCOUNT_LOGIN.to_owned(),
+            SERVICE_ACCOUNT_NAME.to_owned(),
         ),
     };
     json(

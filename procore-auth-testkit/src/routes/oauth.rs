@@ -9,13 +9,17 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 
 use super::{bearer, json};
-use crate::emulator::{Route, TokenGrant};
+use crate::emulator::Route;
 use crate::fault::TokenFault;
 use crate::params::Params;
 use crate::server::ConnectionControl;
-use crate::state::{unix_secs, GrantError, GrantType, Shared, TokenRejection, OOB_REDIRECT_URI};
+use crate::state::{
+    unix_secs, GrantError, GrantType, Minted, Shared, TokenRejection, OOB_REDIRECT_URI,
+};
+use crate::user::UserId;
 
-/// `GET /oauth/authorize`: approves at once, as if the user logged in and clicked "Allow".
+/// `GET /oauth/authorize`: approves at once, as if the user logged in and clicked "Allow". The
+/// user is the default one, or the one whose login is the `login_hint` parameter.
 pub(super) async fn authorize(
     State(shared): State<Arc<Shared>>,
     RawQuery(query): RawQuery,
@@ -49,9 +53,24 @@ fn authorize_response(shared: &Shared, query: &str) -> Response {
     let oob = redirect_uri == OOB_REDIRECT_URI;
     let mut answer = form_urlencoded::Serializer::new(String::new());
     if params.get("response_type") == Some("code") {
-        let code = shared
-            .lock()
-            .issue_code(client_id, redirect_uri, shared.now());
+        let now = shared.now();
+        let mut state = shared.lock();
+        // The user who "logs in": the one named by `login_hint` (OpenID Connect's parameter),
+        // else the default user. An unknown login cannot log in: shown, not redirected.
+        let user = match params.get("login_hint") {
+            None => UserId::DEFAULT,
+            Some(login) => match state.users.by_login(login) {
+                Some(user) => user,
+                None => {
+                    drop(state);
+                    return bad_request(
+                        "invalid_request: no user has the login given in login_hint".to_owned(),
+                    );
+                }
+            },
+        };
+        let code = state.issue_code(client_id, redirect_uri, user, now);
+        drop(state);
         if oob {
             return Html(format!(
                 "<!DOCTYPE html>\n<html><head><title>Authorization code</title></head><body>\
@@ -97,7 +116,7 @@ fn token_json(status: StatusCode, body: impl Into<Body>) -> Response {
 
 /// The JSON body Procore answers for a grant; without `created_at` (as a plain RFC 6749 server)
 /// when the emulator floors issue times.
-fn grant_body(shared: &Shared, grant: &TokenGrant) -> serde_json::Value {
+fn grant_body(shared: &Shared, grant: &Minted) -> serde_json::Value {
     let mut body = serde_json::json!({
         "access_token": grant.access_token,
         "token_type": "bearer",
@@ -117,7 +136,7 @@ fn grant_body(shared: &Shared, grant: &TokenGrant) -> serde_json::Value {
 
 fn outcome_body(
     shared: &Shared,
-    outcome: &Result<TokenGrant, GrantError>,
+    outcome: &Result<Minted, GrantError>,
 ) -> (StatusCode, serde_json::Value) {
     match outcome {
         Ok(grant) => (StatusCode::OK, grant_body(shared, grant)),
@@ -173,7 +192,16 @@ pub(super) async fn token(
             Some(GrantType::ClientCredentials) => state.stats.client_credentials_grants += 1,
             None => {}
         }
-        let fault = state.token_faults.pop_front();
+        // The user whose refresh token or code this is: one hash lookup, before the grant
+        // consumes anything.
+        let user = params.as_ref().ok().and_then(|p| state.grant_user(p));
+        // Global faults first, whatever the user; then the user's own.
+        let fault = match state.token_faults.pop_front() {
+            Some(fault) => Some(fault),
+            None => user
+                .and_then(|user| state.user_mut(user))
+                .and_then(|record| record.token_faults.pop_front()),
+        };
         let outcome = match &fault {
             Some(fault) if !fault.processes_grant() => None,
             _ => Some(
@@ -182,8 +210,17 @@ pub(super) async fn token(
                     .and_then(|params| state.grant(&shared.config, &params, now_millis)),
             ),
         };
-        if fault.is_some() || !matches!(outcome, Some(Ok(_))) {
+        let failed = fault.is_some() || !matches!(outcome, Some(Ok(_)));
+        if failed {
             state.stats.failed_token_calls += 1;
+        }
+        if let Some(record) = user.and_then(|user| state.user_mut(user)) {
+            record.stats.token_calls += 1;
+            if failed {
+                record.stats.failed_token_calls += 1;
+            } else if grant_type == Some(GrantType::RefreshToken) {
+                record.stats.refresh_grants += 1;
+            }
         }
         (fault, outcome)
     };
@@ -313,6 +350,10 @@ pub(super) async fn token_info(State(shared): State<Arc<Shared>>, headers: Heade
             ),
             Err(rejection) => {
                 state.stats.unauthorized_served += 1;
+                let user = bearer(&headers).and_then(|token| state.access_user(token));
+                if let Some(record) = user.and_then(|user| state.user_mut(user)) {
+                    record.stats.unauthorized_served += 1;
+                }
                 json(
                     StatusCode::UNAUTHORIZED,
                     serde_json::json!({

@@ -6,6 +6,7 @@ mod expiry;
 mod faults;
 mod lifecycle;
 mod oauth;
+mod users;
 
 use procore_auth_testkit::Emulator;
 use reqwest::{Client, Response, StatusCode};

@@ -54,6 +54,7 @@ fn emulator_token(emulator: &Emulator) -> procore_auth_core::Token {
 fn an_authorization_error_displays_its_reason() {
     let core = AuthError::ReauthorizationRequired {
         reason: ReauthorizationReason::NoToken,
+        tenant: None,
     };
     let error: Error<std::io::Error> = Error::Auth(core.clone());
     assert_eq!(error.to_string(), core.to_string());
