@@ -128,13 +128,15 @@ impl Error {
     }
 
     /// Whether a later attempt may succeed without anything changing on the caller's
-    /// side: 5xx, 429, transport failures and back-off.
+    /// side: 5xx, 429, transport failures, back-off, and a token store that is
+    /// unreachable or busy ([`StoreError::is_transient`]).
     pub fn is_transient(&self) -> bool {
         match self {
             Self::TokenEndpoint { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
             Self::Transport(_) | Self::BackingOff { .. } => true,
+            Self::Store(error) => error.is_transient(),
             _ => false,
         }
     }

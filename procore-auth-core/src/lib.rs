@@ -107,8 +107,8 @@ pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use source::{ClientCredentialsGrant, RefreshTokenGrant, TokenSource};
 pub use spawn::{AmbientTokio, Spawn, WaitersOnly};
 pub use store::{
-    FileStore, KeyedFileStore, KeyedMemoryStore, KeyedTokenStore, MemoryStore, StoreError,
-    TokenStore, MAX_KEY_FILE_NAME,
+    FileStore, KeyedFileStore, KeyedMemoryStore, KeyedTokenStore, MemoryStore, RefreshLease,
+    RefreshOutcome, RefreshTurn, StoreError, TokenStore, MAX_KEY_FILE_NAME,
 };
 pub use token::{Token, DEFAULT_REFRESH_SKEW, MAX_CLOCK_DISAGREEMENT, MAX_TOKEN_LIFETIME};
 pub use transport::{BoxFuture, Transport, TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};

@@ -49,6 +49,59 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
         ));
         Box::pin(async move { Err(error) })
     }
+
+    /// Asks whether this process may present `presenting`'s refresh token now: the
+    /// cross-process single flight of a store shared by several processes.
+    ///
+    /// A manager calls this after reading the store and before every refresh. A
+    /// store shared by processes takes a lease (or waits while a peer holds one) and
+    /// answers [`RefreshTurn::Go`] with it, or [`RefreshTurn::PeerSaved`] when a peer
+    /// saved a new pair meanwhile, or [`RefreshTurn::PeerRefused`] when a peer
+    /// presented this very refresh token and was refused. An error means "not now":
+    /// the refresh fails (transiently) without presenting anything.
+    ///
+    /// The default (one process per store) is `Go` without a lease.
+    fn begin_refresh<'a>(
+        &'a self,
+        presenting: Option<&'a Token>,
+    ) -> BoxFuture<'a, Result<RefreshTurn, StoreError>> {
+        let _ = presenting;
+        Box::pin(async { Ok(RefreshTurn::Go(None)) })
+    }
+}
+
+/// What [`TokenStore::begin_refresh`] decided.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RefreshTurn {
+    /// Refresh now; with a lease, re-read the store first, then end the lease with
+    /// the refresh's outcome.
+    Go(Option<Box<dyn RefreshLease>>),
+    /// A peer saved a new pair while this process waited: adopt it from the store.
+    PeerSaved,
+    /// A peer presented this refresh token and Procore refused it: do not present it
+    /// again (the user must authorize again, unless a peer saves a new pair).
+    PeerRefused,
+}
+
+/// A cross-process refresh lease, held while one process refreshes. The store keeps
+/// it alive while the refresh runs; a holder that dies loses it when it expires.
+pub trait RefreshLease: Send + Sync + fmt::Debug {
+    /// Releases the lease, telling waiting peers how the refresh went.
+    fn end(self: Box<Self>, outcome: RefreshOutcome) -> BoxFuture<'static, ()>;
+}
+
+/// How a refresh under a [`RefreshLease`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefreshOutcome {
+    /// A new pair was saved: peers adopt it.
+    Saved,
+    /// Procore refused the refresh token presented: peers must not present it.
+    Refused,
+    /// Nothing new was saved (a transient failure, or nothing to do): a peer may
+    /// try.
+    Unchanged,
 }
 
 /// A token store failure.
@@ -67,6 +120,17 @@ pub enum StoreError {
         /// What is wrong, by position (never quoting the content).
         reason: String,
     },
+    /// Peer processes kept refreshing while this one waited for its turn.
+    #[error("token store stayed busy with peer refreshes")]
+    Busy,
+}
+
+impl StoreError {
+    /// Whether trying again later may succeed: I/O failures (a store that is
+    /// unreachable) and a busy store.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Io(_) | Self::Busy)
+    }
 }
 
 impl From<io::Error> for StoreError {

@@ -781,6 +781,13 @@ impl Inner {
         self.set_last_store_error(None);
     }
 
+    fn last_store_failed(&self) -> bool {
+        self.last_store_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
     fn set_last_store_error(&self, error: Option<StoreError>) {
         *self
             .last_store_error

@@ -12,7 +12,15 @@ use super::{bump, Inner};
 use crate::cell::Published;
 use crate::clock::unix_millis;
 use crate::error::ReauthorizationReason;
+use crate::store::{RefreshOutcome, RefreshTurn, StoreError};
 use crate::{Bearer, Error, Generation, Token};
+
+/// How many times a refresh waits for a peer process's refresh before giving up
+/// (each wait is bounded by the store).
+const MAX_TURNS: usize = 4;
+
+/// Why a refresh token was not presented: a peer presented it and was refused.
+const PEER_REFUSED: &str = "another process presented this refresh token and Procore refused it";
 
 /// A failed attempt, the credentials the source refused if it refused any, and the
 /// token to keep if the failed answer still carried a new refresh token (saved
@@ -22,6 +30,8 @@ struct Failure {
     error: Error,
     refused: Option<Token>,
     salvaged: Option<Token>,
+    /// A peer's refresh token to present instead, once (after `invalid_grant`).
+    retry_from: Option<Token>,
 }
 
 impl From<Error> for Box<Failure> {
@@ -30,6 +40,7 @@ impl From<Error> for Box<Failure> {
             error,
             refused: None,
             salvaged: None,
+            retry_from: None,
         })
     }
 }
@@ -89,6 +100,10 @@ impl Inner {
     /// Gets the next token: a newer one from the store if a peer saved one, else from
     /// the source, persisting the result before it is published.
     ///
+    /// A store shared by processes may make this process wait for its turn (see
+    /// [`TokenStore::begin_refresh`]); a pair a peer saved meanwhile is adopted
+    /// instead of presenting a refresh token the peer already used.
+    ///
     /// An answer rejected with a new refresh token still in it leaves that refresh
     /// token saved and kept (with the current access token if `keep_access` and it is
     /// still valid), so the next attempt presents it. `adopt_peer`: after
@@ -99,28 +114,114 @@ impl Inner {
         keep_access: bool,
         adopt_peer: bool,
     ) -> Result<Token, Box<Failure>> {
-        let stored = self.load_store().await;
-        // Only a strictly newer pair is adopted before presenting ours: after a failed
-        // save the store may hold the pair ours replaced, issued in the same second.
-        let newer_stored = stored
-            .as_ref()
-            .and_then(Option::as_ref)
-            .filter(|stored| from.is_none_or(|from| is_newer(stored, from)));
-        let now = self.clock.now();
-        if let Some(newer) = newer_stored {
-            if !newer.is_expired_at(now) {
-                bump(&self.counters.store_adoptions);
-                tracing::info!("adopted a newer procore token from the token store");
-                return Ok(newer.clone());
+        // After a peer's refresh, its pair may carry the same second as ours.
+        let mut peer_refreshed = false;
+        for _ in 0..MAX_TURNS {
+            let stored = self.load_store().await;
+            let adoptable = |stored: &&Token| {
+                from.is_none_or(|from| {
+                    is_newer(stored, from)
+                        || (peer_refreshed
+                            && !stored.same_credentials(from)
+                            && !is_older(stored, from))
+                })
+            };
+            let newer_stored = stored.as_ref().and_then(Option::as_ref).filter(adoptable);
+            if let Some(newer) = newer_stored {
+                if !newer.is_expired_at(self.clock.now()) {
+                    bump(&self.counters.store_adoptions);
+                    tracing::info!("adopted a newer procore token from the token store");
+                    return Ok(newer.clone());
+                }
             }
+            // Refresh from the newest pair we know of; compare-and-swap against what
+            // the store held when we read it.
+            let base = newer_stored.or(from);
+            let expected = match &stored {
+                Some(stored) => stored.as_ref(),
+                None => from,
+            };
+            let lease = match self.refresh_turn(base).await? {
+                RefreshTurn::Go(lease) => lease,
+                RefreshTurn::PeerSaved => {
+                    peer_refreshed = true;
+                    continue;
+                }
+                RefreshTurn::PeerRefused => {
+                    return Err(Box::new(Failure {
+                        error: Error::reauthorization_required(
+                            ReauthorizationReason::InvalidGrant {
+                                description: Some(PEER_REFUSED.to_owned()),
+                            },
+                        ),
+                        refused: base.cloned(),
+                        salvaged: None,
+                        retry_from: None,
+                    }))
+                }
+            };
+            let result = match lease {
+                None => {
+                    self.refresh_from(base, expected, keep_access, adopt_peer)
+                        .await
+                }
+                Some(lease) => {
+                    // The lease holder re-reads first: the previous holder may have
+                    // saved just before its lease ended.
+                    if self.store_changed_since(stored.as_ref()).await {
+                        lease.end(RefreshOutcome::Unchanged).await;
+                        peer_refreshed = true;
+                        continue;
+                    }
+                    let result = self
+                        .refresh_from(base, expected, keep_access, adopt_peer)
+                        .await;
+                    let outcome = match &result {
+                        // Saving is the refresh's last store operation.
+                        Ok(_) if self.last_store_failed() => RefreshOutcome::Unchanged,
+                        Ok(_) => RefreshOutcome::Saved,
+                        Err(failure) if failure.refused.is_some() => RefreshOutcome::Refused,
+                        _ => RefreshOutcome::Unchanged,
+                    };
+                    lease.end(outcome).await;
+                    result
+                }
+            };
+            return match result {
+                // Outside the lease: presenting the peer's token takes a turn of its own.
+                Err(mut failure) => match failure.retry_from.take() {
+                    Some(peer) => Box::pin(self.obtain_token(Some(&peer), false, false)).await,
+                    None => Err(failure),
+                },
+                ok => ok,
+            };
         }
-        // Refresh from the newest pair we know of; compare-and-swap against what the
-        // store held when we read it.
-        let base = newer_stored.or(from);
-        let expected = match &stored {
-            Some(stored) => stored.as_ref(),
-            None => from,
+        Err(Error::Store(StoreError::Busy).into())
+    }
+
+    /// This process's turn to present `base`'s refresh token, as the store decides.
+    async fn refresh_turn(&self, base: Option<&Token>) -> Result<RefreshTurn, Box<Failure>> {
+        let Some(store) = &self.store else {
+            return Ok(RefreshTurn::Go(None));
         };
+        match store.begin_refresh(base).await {
+            Ok(turn) => Ok(turn),
+            // Without the store's consent no refresh token is presented: a peer may be
+            // presenting it right now.
+            Err(error) => Err(Error::Store(self.store_failed(error)).into()),
+        }
+    }
+
+    /// Presents `base`'s refresh token (or asks the source for a first token) and
+    /// saves the answer, compare-and-swap against `expected`.
+    async fn refresh_from(
+        &self,
+        base: Option<&Token>,
+        expected: Option<&Token>,
+        keep_access: bool,
+        adopt_peer: bool,
+    ) -> Result<Token, Box<Failure>> {
+        let from = base;
         let fetched = self.source.fetch(base, &*self.clock).await;
         // The source scrubbed what it knew; the manager knows these tokens too.
         let fetched = fetched.map_err(|error| error.scrubbed(&secrets_of(&[from, base])));
@@ -137,6 +238,7 @@ impl Inner {
                     error: Error::invalid_response("the token source returned no access token"),
                     refused: None,
                     salvaged: Some(token),
+                    retry_from: None,
                 }))
             }
             Err(error) if error.is_invalid_grant() => {
@@ -155,7 +257,10 @@ impl Inner {
                             tracing::info!(
                                 "refresh token was rejected; refreshing from a peer's refresh token"
                             );
-                            return Box::pin(self.obtain_token(Some(&peer), false, false)).await;
+                            return Err(Box::new(Failure {
+                                retry_from: Some(peer),
+                                ..*Box::<Failure>::from(error)
+                            }));
                         }
                         tracing::info!("refresh token was rejected; adopted a peer's token");
                         return Ok(peer);
@@ -173,12 +278,14 @@ impl Inner {
                     }),
                     refused: base.cloned(),
                     salvaged: None,
+                    retry_from: None,
                 }))
             }
             Err(error @ Error::ReauthorizationRequired { .. }) => Err(Box::new(Failure {
                 error,
                 refused: base.cloned(),
                 salvaged: None,
+                retry_from: None,
             })),
             Err(mut error) => {
                 let Some(rotated) = error.take_rotated_refresh_token() else {
@@ -199,6 +306,7 @@ impl Inner {
                     error,
                     refused: None,
                     salvaged: Some(salvaged),
+                    retry_from: None,
                 }))
             }
         }
@@ -216,6 +324,7 @@ impl Inner {
                 error: error.clone(),
                 refused: burnt.cloned(),
                 salvaged: None,
+                retry_from: None,
             })
         };
         let Some(Some(stored)) = self.load_store().await else {
@@ -232,6 +341,15 @@ impl Inner {
             return Ok(stored);
         }
         self.obtain_token(Some(&stored), false, true).await
+    }
+
+    /// Whether the store now holds another pair than `before` (as `load_store` gave).
+    async fn store_changed_since(&self, before: Option<&Option<Token>>) -> bool {
+        match (self.load_store().await, before) {
+            (Some(Some(now)), Some(Some(before))) => !now.same_credentials(before),
+            (Some(Some(_)), Some(None)) => true,
+            _ => false,
+        }
     }
 
     /// `None` if there is no store or it could not be read.
@@ -308,6 +426,7 @@ impl Inner {
                     error,
                     refused,
                     salvaged,
+                    ..
                 } = *failure;
                 if let Some(salvaged) = salvaged.filter(|_| still_current) {
                     // Never sent as a bearer if it has no access token; the next

@@ -15,8 +15,8 @@ use crate::test_util::FaultyStore;
 use crate::ReauthorizationReason;
 use crate::{
     AccessToken, BoxFuture, ClientCredentialsGrant, ClientSecret, ManualClock, MemoryStore,
-    OAuthClient, OAuthErrorCode, RefreshToken, RefreshTokenGrant, StoreError, TokenStore,
-    Transport, TransportError, WaitersOnly,
+    OAuthClient, OAuthErrorCode, RefreshLease, RefreshOutcome, RefreshToken, RefreshTokenGrant,
+    RefreshTurn, StoreError, TokenStore, Transport, TransportError, WaitersOnly,
 };
 
 const START: u64 = 1_700_000_000;
@@ -1769,4 +1769,231 @@ async fn a_token_set_during_a_revocation_is_neither_revoked_nor_erased() {
         manager.bearer().await.unwrap().header_value(),
         "Bearer access-new"
     );
+}
+
+// ------------------------------------------------ cross-process turns (store leases)
+
+/// What [`LeasingStore::begin_refresh`] answers next.
+#[derive(Debug)]
+enum Turn {
+    /// `Go` with a lease, after which a peer's pair appears in the store (it saved
+    /// just before its lease ended), if given.
+    Lease(Option<Token>),
+    /// A peer saved this pair while we waited.
+    PeerSaved(Token),
+    PeerRefused,
+    Unreachable,
+}
+
+/// A store shared with scripted peer processes: a [`MemoryStore`] whose
+/// `begin_refresh` answers from a script (`Go` without a lease once it is empty), and
+/// which records how each lease ended.
+#[derive(Clone, Debug, Default)]
+struct LeasingStore {
+    memory: MemoryStore,
+    turns: Arc<Mutex<VecDeque<Turn>>>,
+    ended: Arc<Mutex<Vec<RefreshOutcome>>>,
+}
+
+#[derive(Debug)]
+struct RecordedLease(Arc<Mutex<Vec<RefreshOutcome>>>);
+
+impl RefreshLease for RecordedLease {
+    fn end(self: Box<Self>, outcome: RefreshOutcome) -> BoxFuture<'static, ()> {
+        self.0.lock().unwrap().push(outcome);
+        Box::pin(async {})
+    }
+}
+
+impl LeasingStore {
+    fn with_token(token: Token, turns: impl IntoIterator<Item = Turn>) -> Self {
+        Self {
+            memory: MemoryStore::with_token(token),
+            turns: Arc::new(Mutex::new(turns.into_iter().collect())),
+            ended: Arc::default(),
+        }
+    }
+
+    fn ended(&self) -> Vec<RefreshOutcome> {
+        self.ended.lock().unwrap().clone()
+    }
+}
+
+impl TokenStore for LeasingStore {
+    fn load(&self) -> BoxFuture<'_, Result<Option<Token>, StoreError>> {
+        self.memory.load()
+    }
+
+    fn save<'a>(
+        &'a self,
+        token: &'a Token,
+        expected: Option<&'a Token>,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.memory.save(token, expected)
+    }
+
+    fn begin_refresh<'a>(
+        &'a self,
+        _: Option<&'a Token>,
+    ) -> BoxFuture<'a, Result<RefreshTurn, StoreError>> {
+        let turn = self.turns.lock().unwrap().pop_front();
+        let answer = match turn {
+            None => Ok(RefreshTurn::Go(None)),
+            Some(Turn::Lease(peer)) => {
+                if let Some(peer) = peer {
+                    now_or_never(self.memory.save(&peer, None)).unwrap();
+                }
+                Ok(RefreshTurn::Go(Some(Box::new(RecordedLease(Arc::clone(
+                    &self.ended,
+                ))))))
+            }
+            Some(Turn::PeerSaved(peer)) => {
+                now_or_never(self.memory.save(&peer, None)).unwrap();
+                Ok(RefreshTurn::PeerSaved)
+            }
+            Some(Turn::PeerRefused) => Ok(RefreshTurn::PeerRefused),
+            Some(Turn::Unreachable) => {
+                Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+            }
+        };
+        Box::pin(async move { answer })
+    }
+}
+
+#[tokio::test]
+async fn a_pair_a_peer_saved_while_we_waited_is_adopted_even_from_the_same_second() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    // The peer's pair is issued in the same second as ours: only the turn tells us
+    // it replaced ours.
+    let ours = token("ours", START - LIFETIME);
+    let peer = token("peer", START - LIFETIME);
+    let store = LeasingStore::with_token(ours.clone(), [Turn::PeerSaved(peer)]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(ours)
+        .store(store.clone())
+        .build();
+    clock.advance(Duration::from_secs(1));
+    // Expired (lifetime over): the peer's pair is expired too, so it is refreshed from.
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(endpoint.presented_refresh_tokens(), ["refresh-peer"]);
+    assert_ne!(bearer.header_value(), "Bearer access-ours");
+}
+
+#[tokio::test]
+async fn a_fresh_pair_a_peer_saved_is_adopted_without_a_token_call() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let store = LeasingStore::with_token(expired_token(), [Turn::PeerSaved(token("peer", START))]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .build();
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-peer");
+    assert_eq!(endpoint.sent(), 0);
+    assert_eq!(manager.metrics().store_adoptions, 1);
+}
+
+#[tokio::test]
+async fn a_refresh_token_a_peer_was_refused_is_never_presented() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let store = LeasingStore::with_token(expired_token(), [Turn::PeerRefused]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .build();
+    let error = manager.bearer().await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::ReauthorizationRequired {
+                reason: ReauthorizationReason::InvalidGrant { .. },
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(endpoint.sent(), 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_store_fails_the_refresh_transiently_and_presents_nothing() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let store = LeasingStore::with_token(expired_token(), [Turn::Unreachable]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .backoff_jitter(Jitter::none())
+        .build();
+    let error = manager.bearer().await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Store(StoreError::Io(_))),
+        "{error:?}"
+    );
+    assert!(error.is_transient());
+    assert_eq!(endpoint.sent(), 0);
+    // Back online after the back-off: one refresh.
+    clock.advance(DEFAULT_BACKOFF_MAX);
+    manager.bearer().await.unwrap();
+    assert_eq!(endpoint.calls(), 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_store_leaves_a_still_valid_token_in_use() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let due = token("due", START - LIFETIME + 60); // inside the skew, still valid
+    let store = LeasingStore::with_token(due.clone(), [Turn::Unreachable]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .token(due)
+        .store(store.clone())
+        .build();
+    for _ in 0..3 {
+        let bearer = manager.bearer().await.unwrap();
+        assert_eq!(bearer.header_value(), "Bearer access-due");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(endpoint.sent(), 0);
+}
+
+#[tokio::test]
+async fn a_lease_ends_with_the_outcome_peers_need() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock).rotating("refresh-old");
+    let store = LeasingStore::with_token(expired_token(), [Turn::Lease(None)]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .build();
+    manager.bearer().await.unwrap();
+    assert_eq!(store.ended(), [RefreshOutcome::Saved]);
+
+    // Refused: the next lease ends so, and peers will not present the token.
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    endpoint.script([Reply::Status(400, r#"{"error":"invalid_grant"}"#)]);
+    let store = LeasingStore::with_token(expired_token(), [Turn::Lease(None)]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .build();
+    manager.bearer().await.unwrap_err();
+    assert_eq!(store.ended(), [RefreshOutcome::Refused]);
+}
+
+#[tokio::test]
+async fn a_new_lease_holder_adopts_what_the_previous_holder_saved_last() {
+    let clock = start_clock();
+    let endpoint = ScriptedEndpoint::new(&clock);
+    let peer = token("peer", START);
+    let store = LeasingStore::with_token(expired_token(), [Turn::Lease(Some(peer))]);
+    let manager = refreshing_manager(&endpoint, &clock)
+        .store(store.clone())
+        .build();
+    let bearer = manager.bearer().await.unwrap();
+    assert_eq!(bearer.header_value(), "Bearer access-peer");
+    assert_eq!(
+        endpoint.sent(),
+        0,
+        "the lease holder re-read the store first"
+    );
+    assert_eq!(store.ended(), [RefreshOutcome::Unchanged]);
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{check_expected, FileStore, StoreError, TokenStore};
+use super::{check_expected, FileStore, RefreshTurn, StoreError, TokenStore};
 use crate::transport::BoxFuture;
 use crate::Token;
 
@@ -36,6 +36,16 @@ pub trait KeyedTokenStore<K>: Send + Sync + fmt::Debug {
 
     /// Removes the token stored for `key`. Removing a missing token succeeds.
     fn clear<'a>(&'a self, key: &'a K) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// [`TokenStore::begin_refresh`] for `key`. The default is `Go` without a lease.
+    fn begin_refresh<'a>(
+        &'a self,
+        key: &'a K,
+        presenting: Option<&'a Token>,
+    ) -> BoxFuture<'a, Result<RefreshTurn, StoreError>> {
+        let _ = (key, presenting);
+        Box::pin(async { Ok(RefreshTurn::Go(None)) })
+    }
 }
 
 /// One tenant's view of a keyed store: what that tenant's
@@ -69,6 +79,13 @@ impl<K: fmt::Display + Send + Sync> TokenStore for TenantStore<K> {
 
     fn clear(&self) -> BoxFuture<'_, Result<(), StoreError>> {
         self.store.clear(&self.key)
+    }
+
+    fn begin_refresh<'a>(
+        &'a self,
+        presenting: Option<&'a Token>,
+    ) -> BoxFuture<'a, Result<RefreshTurn, StoreError>> {
+        self.store.begin_refresh(&self.key, presenting)
     }
 }
 
