@@ -150,6 +150,7 @@
 mod emulator;
 mod fault;
 mod params;
+mod redis_server;
 mod routes;
 mod server;
 mod state;
@@ -159,5 +160,6 @@ mod user;
 
 pub use emulator::{Emulator, EmulatorBuilder, Route, TokenGrant};
 pub use fault::{ApiFault, TokenFault};
+pub use redis_server::{RedisServer, RedisServerBuilder};
 pub use stats::Stats;
 pub use user::{UserId, UserStats};
