@@ -27,6 +27,35 @@
 //! Token calls go through a separate, plain `reqwest::Client` ([`ReqwestTransport`]),
 //! never through the client this middleware wraps.
 //!
+//! # Many Procore users through one client
+//!
+//! Give the middleware a [`TokenRegistry`](procore_auth_core::TokenRegistry) and name
+//! each request's tenant with `with_extension`: one client and one connection pool
+//! serve every user, each with their own token and refresh. A request for the API
+//! that names no tenant fails with
+//! [`Error::TenantNotSelected`](procore_auth_core::Error::TenantNotSelected).
+//!
+//! ```no_run
+//! # use procore_auth_core::{KeyedFileStore, RefreshTokenGrant, TokenRegistry};
+//! # use procore_auth_reqwest::{ProcoreAuthMiddleware, ReqwestTransport};
+//! # async fn run(oauth: procore_auth_core::OAuthClient, token: procore_auth_core::Token) -> Result<(), Box<dyn std::error::Error>> {
+//! let grant = RefreshTokenGrant::new(oauth, ReqwestTransport::new()?);
+//! let registry: TokenRegistry<u64> = TokenRegistry::builder(grant)
+//!     .store(KeyedFileStore::new("/var/lib/my-app/procore-tokens"))
+//!     .build();
+//! registry.insert(42, token).await?; // user 42 just authorized the app
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(procore_auth_reqwest::client_builder().build()?)
+//!     .with(ProcoreAuthMiddleware::new(registry.clone()))
+//!     .build();
+//! let me = client
+//!     .get("https://api.procore.com/rest/v1.0/me")
+//!     .with_extension(42_u64) // on behalf of user 42
+//!     .send()
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Redirects
 //!
 //! Our bearer goes to the API origin only, on every hop. The middleware follows

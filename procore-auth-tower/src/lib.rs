@@ -31,6 +31,40 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Many Procore users through one stack
+//!
+//! Give the layer a [`TokenRegistry`](procore_auth_core::TokenRegistry) instead of a
+//! manager, and put each request's tenant key in its extensions: every request gets
+//! its own tenant's token, each tenant refreshes on its own, and a request for the
+//! API that names no tenant fails with
+//! [`Error::TenantNotSelected`](procore_auth_core::Error::TenantNotSelected) instead
+//! of getting anyone's token. (`TokenRegistry::keyed_by` derives the key from the
+//! request's headers instead.)
+//!
+//! ```no_run
+//! # use bytes::Bytes;
+//! # use http_body_util::Full;
+//! # use hyper_util::client::legacy::Client;
+//! # use hyper_util::rt::TokioExecutor;
+//! # use procore_auth_core::{KeyedFileStore, RefreshTokenGrant, TokenRegistry};
+//! # use procore_auth_tower::{ProcoreAuthLayer, TowerTransport};
+//! # use tower::{Layer, ServiceExt};
+//! # async fn run(oauth: procore_auth_core::OAuthClient, token: procore_auth_core::Token) -> Result<(), Box<dyn std::error::Error>> {
+//! # let http = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+//! let grant = RefreshTokenGrant::new(oauth, TowerTransport::new(http.clone()));
+//! let registry: TokenRegistry<u64> = TokenRegistry::builder(grant)
+//!     .store(KeyedFileStore::new("/var/lib/my-app/procore-tokens"))
+//!     .build();
+//! registry.insert(42, token).await?; // user 42 just authorized the app
+//!
+//! let procore = ProcoreAuthLayer::new(registry.clone()).layer(http);
+//! let mut request = http::Request::get("https://api.procore.com/rest/v1.0/me")
+//!     .body(Full::new(Bytes::new()))?;
+//! request.extensions_mut().insert(42_u64); // on behalf of user 42
+//! let response = procore.oneshot(request).await?;
+//! # Ok(()) }
+//! ```
+//!
 //! # Replaying after a 401
 //!
 //! A request can only be replayed if it was copied before it was sent. The default
