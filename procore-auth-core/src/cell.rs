@@ -106,6 +106,11 @@ impl TokenCell {
         }
     }
 
+    /// The generation of the token published last (0 before the first).
+    pub(crate) fn latest_generation(&self) -> u64 {
+        self.last_generation.load(Ordering::Relaxed)
+    }
+
     /// The current token. Use this (not a guard) across `.await` points.
     pub(crate) fn load_full(&self) -> Option<Arc<Published>> {
         self.current.load_full()

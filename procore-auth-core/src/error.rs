@@ -38,6 +38,15 @@ pub enum Error {
         tenant: Option<Tenant>,
     },
 
+    /// The token's rate-limit budget is spent until `reset_at`, and the
+    /// [`RateLimitPolicy`](crate::RateLimitPolicy) says not to wait that long (or not
+    /// at all). Nothing was sent.
+    #[error("the procore rate limit is spent until {} (unix seconds)", unix_seconds(*.reset_at))]
+    RateLimited {
+        /// When the budget resets.
+        reset_at: std::time::SystemTime,
+    },
+
     /// A request for the API named no tenant (no key in its extensions, or none the
     /// key function could derive), so it got no token: a registry never guesses.
     #[error("the request names no tenant, so it gets no Procore token")]
@@ -135,7 +144,7 @@ impl Error {
             Self::TokenEndpoint { status, .. } => {
                 status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
             }
-            Self::Transport(_) | Self::BackingOff { .. } => true,
+            Self::Transport(_) | Self::BackingOff { .. } | Self::RateLimited { .. } => true,
             Self::Store(error) => error.is_transient(),
             _ => false,
         }
@@ -365,6 +374,11 @@ impl From<TransportError> for Error {
             _ => Self::Transport(error),
         }
     }
+}
+
+fn unix_seconds(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
 }
 
 fn tenant_suffix(tenant: Option<&Tenant>) -> String {

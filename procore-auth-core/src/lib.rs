@@ -77,6 +77,7 @@ mod manager;
 mod oauth;
 mod policy;
 mod random;
+mod rate_limit;
 mod registry;
 mod request;
 mod secret;
@@ -99,6 +100,9 @@ pub use manager::{
 };
 pub use oauth::{AuthorizationRequest, OAuthClient, Revocable, TokenApplication, TokenInfo};
 pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};
+pub use rate_limit::{
+    RateLimit, RateLimitPolicy, X_RATE_LIMIT_LIMIT, X_RATE_LIMIT_REMAINING, X_RATE_LIMIT_RESET,
+};
 pub use registry::{
     RegistryMetrics, Tenant, TokenRegistry, TokenRegistryBuilder, DEFAULT_MAX_RESIDENT,
 };

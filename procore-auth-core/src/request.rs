@@ -23,13 +23,13 @@
 //! let attached = authorized.map(|authorized| authorized.attach(request.headers_mut()));
 //! // ... send `request`; say the API answered 401:
 //! let status = http::StatusCode::UNAUTHORIZED;
-//! if let Some(replay) = attached.and_then(|attached| attached.judge(status)) {
+//! if let Some(replay) = attached.and_then(|attached| attached.judge(status, &http::HeaderMap::new())) {
 //!     if let Some(again) = replay.await? {
 //!         // attach `again` to a copy of the request and send it; a 401 to the
 //!         // replay is returned to the caller (`judge` says so).
 //!         let mut copy = http::Request::get("https://api.procore.com/rest/v1.0/me").body(())?;
 //!         let attached = again.attach(copy.headers_mut());
-//!         assert!(attached.judge(status).is_none());
+//!         assert!(attached.judge(status, &http::HeaderMap::new()).is_none());
 //!     }
 //! }
 //! # Ok(()) }
@@ -43,7 +43,9 @@ use std::task::{Context, Poll};
 
 use http::{Extensions, HeaderMap, StatusCode, Uri};
 
-use crate::{Bearer, BearerFuture, Error, RejectedFuture, RequestPolicy, TokenManager};
+use crate::{
+    Bearer, BearerFuture, Error, RateLimitPolicy, RejectedFuture, RequestPolicy, TokenManager,
+};
 
 /// What [`TokenManager::authorize`] (or [`Tokens::authorize`]) decided for a request.
 #[derive(Debug)]
@@ -127,11 +129,14 @@ impl Attached {
         &self.manager
     }
 
-    /// Judges the response to this attempt, from the origin that received the token.
-    /// `Some` means Procore rejected the token: await the future for the token to
-    /// replay with. `None` means: return the response (it is not a 401, or it answers
-    /// the replay, which is never replayed again).
-    pub fn judge(&self, status: StatusCode) -> Option<ReplayFuture> {
+    /// Judges the response to this attempt, from the origin that received the token,
+    /// and records the token's rate-limit budget from its headers. `Some` means
+    /// Procore rejected the token: await the future for the token to replay with.
+    /// `None` means: return the response (it is not a 401, or it answers the replay,
+    /// which is never replayed again).
+    #[inline]
+    pub fn judge(&self, status: StatusCode, headers: &HeaderMap) -> Option<ReplayFuture> {
+        self.manager.record_rate_limit(self.generation, headers);
         (status == StatusCode::UNAUTHORIZED && self.attempt == Attempt::First).then(|| {
             ReplayFuture {
                 rejected: self.manager.rejected(self.generation),
@@ -141,20 +146,35 @@ impl Attached {
     }
 }
 
-/// Resolves to the token for a request that had to wait for one.
+/// Resolves to the token for a request that had to wait for one (or for its
+/// rate-limit budget).
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct AuthorizeFuture {
-    bearer: BearerFuture,
-    /// `None` only for a future that fails (its `bearer` fails).
-    manager: Option<TokenManager>,
+    state: Awaiting,
+}
+
+#[derive(Debug)]
+enum Awaiting {
+    /// A token from the manager (a refresh, say).
+    Token {
+        bearer: BearerFuture,
+        manager: TokenManager,
+    },
+    /// The reset of a spent rate-limit budget, then a new decision.
+    Budget {
+        reset: Pin<Box<tokio::time::Sleep>>,
+        manager: TokenManager,
+        /// Past this, the request fails instead of waiting for another reset.
+        give_up: tokio::time::Instant,
+    },
+    Failed(Option<Box<Error>>),
 }
 
 impl AuthorizeFuture {
     fn failed(error: Error) -> Self {
         Self {
-            bearer: BearerFuture::failed(error),
-            manager: None,
+            state: Awaiting::Failed(Some(Box::new(error))),
         }
     }
 }
@@ -163,13 +183,37 @@ impl Future for AuthorizeFuture {
     type Output = Result<Authorized, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let bearer = std::task::ready!(Pin::new(&mut self.bearer).poll(cx))?;
-        let manager = self.manager.take().ok_or(Error::TenantNotSelected)?;
-        Poll::Ready(Ok(Authorized {
-            manager,
-            bearer,
-            attempt: Attempt::First,
-        }))
+        loop {
+            let next = match &mut self.state {
+                Awaiting::Token { bearer, manager } => {
+                    let bearer = std::task::ready!(Pin::new(bearer).poll(cx))?;
+                    return Poll::Ready(Ok(Authorized {
+                        manager: manager.clone(),
+                        bearer,
+                        attempt: Attempt::First,
+                    }));
+                }
+                Awaiting::Budget {
+                    reset,
+                    manager,
+                    give_up,
+                } => {
+                    std::task::ready!(reset.as_mut().poll(cx));
+                    match manager.attempt_until(*give_up) {
+                        Authorize::Ready(authorized) => return Poll::Ready(Ok(authorized)),
+                        Authorize::Pending(next) => next.state,
+                        Authorize::Skip => return Poll::Ready(Err(Error::TenantNotSelected)),
+                    }
+                }
+                Awaiting::Failed(error) => {
+                    let error = error
+                        .take()
+                        .map_or(Error::TenantNotSelected, |error| *error);
+                    return Poll::Ready(Err(error));
+                }
+            };
+            self.state = next;
+        }
     }
 }
 
@@ -228,16 +272,72 @@ impl TokenManager {
     #[inline]
     fn authorize_attempt(&self) -> Authorize {
         match self.fresh_bearer() {
-            Some(bearer) => Authorize::Ready(Authorized {
-                manager: self.clone(),
-                bearer,
-                attempt: Attempt::First,
-            }),
+            Some(bearer) => match self.admit(bearer.generation()) {
+                Ok(()) => Authorize::Ready(Authorized {
+                    manager: self.clone(),
+                    bearer,
+                    attempt: Attempt::First,
+                }),
+                Err(reset_at) => self.over_budget(reset_at),
+            },
             None => Authorize::Pending(AuthorizeFuture {
-                bearer: self.bearer(),
-                manager: Some(self.clone()),
+                state: Awaiting::Token {
+                    bearer: self.bearer(),
+                    manager: self.clone(),
+                },
             }),
         }
+    }
+
+    /// [`authorize_attempt`](Self::authorize_attempt) for a request that already
+    /// waited for a reset and may wait until `give_up`.
+    fn attempt_until(&self, give_up: tokio::time::Instant) -> Authorize {
+        match self.authorize_attempt() {
+            Authorize::Pending(AuthorizeFuture {
+                state: Awaiting::Budget { reset, .. },
+            }) => {
+                let reset_at = reset.deadline();
+                if reset_at > give_up {
+                    return Authorize::Pending(AuthorizeFuture::failed(Error::RateLimited {
+                        reset_at: self.clock().now()
+                            + reset_at.saturating_duration_since(tokio::time::Instant::now()),
+                    }));
+                }
+                self.over_budget_until(reset, give_up)
+            }
+            decided => decided,
+        }
+    }
+
+    /// A request whose token's budget is spent until `reset_at`: it waits for the
+    /// reset or fails, as the rate-limit policy says.
+    #[cold]
+    fn over_budget(&self, reset_at: std::time::SystemTime) -> Authorize {
+        let wait = reset_at
+            .duration_since(self.clock().now())
+            .unwrap_or_default();
+        match self.rate_limit_policy() {
+            RateLimitPolicy::Wait { max_wait } if wait <= max_wait => {
+                let now = tokio::time::Instant::now();
+                let reset = Box::pin(tokio::time::sleep_until(now + wait));
+                self.over_budget_until(reset, now + max_wait)
+            }
+            _ => Authorize::Pending(AuthorizeFuture::failed(Error::RateLimited { reset_at })),
+        }
+    }
+
+    fn over_budget_until(
+        &self,
+        reset: Pin<Box<tokio::time::Sleep>>,
+        give_up: tokio::time::Instant,
+    ) -> Authorize {
+        Authorize::Pending(AuthorizeFuture {
+            state: Awaiting::Budget {
+                reset,
+                manager: self.clone(),
+                give_up,
+            },
+        })
     }
 }
 

@@ -129,7 +129,7 @@ impl ProcoreAuthMiddleware {
             });
             return Ok(response);
         }
-        let Some(replay_with) = attached.judge(response.status()) else {
+        let Some(replay_with) = attached.judge(response.status(), response.headers()) else {
             return Ok(response);
         };
         // `None` for streaming bodies: such a request is not replayed.

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::cell::{Published, TokenCell};
 use crate::clock::{unix_millis, CoarseTime};
+use crate::rate_limit::{RateLimit, RateLimitPolicy, RateLimitState};
 use crate::registry::Tenant;
 use crate::spawn::{AmbientTokio, Spawn};
 use crate::store::{StoreError, TokenStore};
@@ -129,6 +130,8 @@ struct Inner {
     /// Shared by every manager of a registry.
     request_policy: Arc<RequestPolicy>,
     refresh_policy: RefreshPolicy,
+    rate_limit_policy: RateLimitPolicy,
+    rate_limit: RateLimitState,
     /// Whose token this is, for a manager of a registry: named in its logs and in
     /// the `ReauthorizationRequired` errors it returns.
     tenant: Option<Tenant>,
@@ -167,6 +170,8 @@ pub struct Metrics {
     pub store_adoptions: u64,
     /// Failed store reads or writes.
     pub store_failures: u64,
+    /// Responses whose `X-Rate-Limit-*` headers were malformed, and so ignored.
+    pub rate_limit_headers_ignored: u64,
 }
 
 /// Configures a [`TokenManager`]. Made by [`TokenManager::builder`].
@@ -178,6 +183,7 @@ pub struct TokenManagerBuilder {
     spawner: Arc<dyn Spawn>,
     request_policy: Option<Arc<RequestPolicy>>,
     refresh_policy: RefreshPolicy,
+    rate_limit_policy: RateLimitPolicy,
     tenant: Option<Tenant>,
 }
 
@@ -253,6 +259,15 @@ impl TokenManagerBuilder {
         self
     }
 
+    /// How requests treat the token's spent rate-limit budget (default:
+    /// [`RateLimitPolicy::Observe`]). The budget is read from the `X-Rate-Limit-*`
+    /// headers of every response to a request that carried the token; see
+    /// [`TokenManager::rate_limit`].
+    pub fn rate_limit(mut self, policy: RateLimitPolicy) -> Self {
+        self.rate_limit_policy = policy;
+        self
+    }
+
     /// For a registry: its managers share one policy and one store, and know their
     /// tenant.
     pub(crate) fn for_tenant(
@@ -282,6 +297,8 @@ impl TokenManagerBuilder {
             spawner: self.spawner,
             request_policy,
             refresh_policy: self.refresh_policy,
+            rate_limit_policy: self.rate_limit_policy,
+            rate_limit: RateLimitState::default(),
             tenant: self.tenant,
             last_store_error: Mutex::default(),
             replacing: futures_util::lock::Mutex::new(()),
@@ -325,6 +342,7 @@ impl TokenManager {
             spawner: Arc::new(AmbientTokio),
             request_policy: None,
             refresh_policy: RefreshPolicy::default(),
+            rate_limit_policy: RateLimitPolicy::default(),
             tenant: None,
         }
     }
@@ -534,6 +552,49 @@ impl TokenManager {
         &self.handle.inner.request_policy
     }
 
+    /// The current token's rate-limit budget, as the last response that carried it
+    /// reported (and counted down since by requests admitted under
+    /// [`RateLimitPolicy::Wait`] or [`FailFast`](RateLimitPolicy::FailFast)); `None`
+    /// before the first report for this token.
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        let inner = &self.handle.inner;
+        let generation = inner.cell.latest_generation();
+        inner.rate_limit.snapshot(generation)
+    }
+
+    /// Records the `X-Rate-Limit-*` headers of a response to a request that carried
+    /// the token of `generation`; responses for an older token are ignored.
+    #[inline]
+    pub(crate) fn record_rate_limit(&self, generation: Generation, headers: &http::HeaderMap) {
+        let inner = &self.handle.inner;
+        if inner.cell.latest_generation() == generation.get() {
+            inner.rate_limit.record(generation.get(), headers);
+        }
+    }
+
+    /// Whether a request with the token of `generation` may go now, under the rate-limit
+    /// policy: `Err` holds until when the budget is spent.
+    #[inline]
+    pub(crate) fn admit(&self, generation: Generation) -> Result<(), SystemTime> {
+        let inner = &self.handle.inner;
+        if inner.rate_limit_policy == RateLimitPolicy::Observe {
+            return Ok(());
+        }
+        let now = inner.coarse.millis() / 1000;
+        inner
+            .rate_limit
+            .take(generation.get(), now)
+            .map_err(|reset| std::time::UNIX_EPOCH + Duration::from_secs(reset))
+    }
+
+    pub(crate) fn rate_limit_policy(&self) -> RateLimitPolicy {
+        self.handle.inner.rate_limit_policy
+    }
+
+    pub(crate) fn clock(&self) -> &dyn Clock {
+        &*self.handle.inner.clock
+    }
+
     /// The counters so far.
     pub fn metrics(&self) -> Metrics {
         let counters = &self.handle.inner.counters;
@@ -544,6 +605,7 @@ impl TokenManager {
             rejections: read(&counters.rejections),
             store_adoptions: read(&counters.store_adoptions),
             store_failures: read(&counters.store_failures),
+            rate_limit_headers_ignored: self.handle.inner.rate_limit.ignored(),
         }
     }
 

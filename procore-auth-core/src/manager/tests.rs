@@ -12,6 +12,7 @@ use tokio::sync::Semaphore;
 
 use super::*;
 use crate::test_util::FaultyStore;
+use crate::Authorize;
 use crate::ReauthorizationReason;
 use crate::{
     AccessToken, BoxFuture, ClientCredentialsGrant, ClientSecret, ManualClock, MemoryStore,
@@ -1996,4 +1997,141 @@ async fn a_new_lease_holder_adopts_what_the_previous_holder_saved_last() {
         "the lease holder re-read the store first"
     );
     assert_eq!(store.ended(), [RefreshOutcome::Unchanged]);
+}
+
+// ------------------------------------------------------------------ rate limits
+
+/// One request to the API through the protocol, answered 200 with `budget`
+/// (`remaining`, reset at `START + reset_in` seconds) in the rate-limit headers.
+async fn request_reporting(manager: &TokenManager, remaining: u64, reset_in: u64) {
+    let uri: http::Uri = "http://127.0.0.1:9/rest/v1.0/me".parse().unwrap();
+    let authorized = match manager.authorize(&uri, &http::HeaderMap::new()) {
+        Authorize::Ready(authorized) => authorized,
+        Authorize::Pending(waiting) => waiting.await.unwrap(),
+        Authorize::Skip => panic!("the API gets the token"),
+    };
+    let attached = authorized.attach(&mut http::HeaderMap::new());
+    let mut response = http::HeaderMap::new();
+    for (name, value) in [
+        (crate::X_RATE_LIMIT_LIMIT, 50),
+        (crate::X_RATE_LIMIT_REMAINING, remaining),
+        (crate::X_RATE_LIMIT_RESET, START + reset_in),
+    ] {
+        response.insert(name, value.into());
+    }
+    assert!(attached.judge(http::StatusCode::OK, &response).is_none());
+}
+
+fn rate_limited_manager(clock: &ManualClock, policy: crate::RateLimitPolicy) -> TokenManager {
+    refreshing_manager(&ScriptedEndpoint::new(clock), clock)
+        .token(token("t", START))
+        .rate_limit(policy)
+        .build()
+}
+
+fn authorize_api(manager: &TokenManager) -> Authorize {
+    let uri: http::Uri = "http://127.0.0.1:9/rest/v1.0/me".parse().unwrap();
+    manager.authorize(&uri, &http::HeaderMap::new())
+}
+
+#[tokio::test]
+async fn every_response_updates_the_rate_limit_snapshot() {
+    let clock = start_clock();
+    let manager = rate_limited_manager(&clock, crate::RateLimitPolicy::Observe);
+    assert_eq!(manager.rate_limit(), None);
+    request_reporting(&manager, 7, 10).await;
+    let budget = manager.rate_limit().unwrap();
+    assert_eq!((budget.limit, budget.remaining), (50, 7));
+    assert_eq!(
+        budget.reset_at,
+        UNIX_EPOCH + Duration::from_secs(START + 10)
+    );
+    // Observe never holds a request back, even with nothing left.
+    request_reporting(&manager, 0, 10).await;
+    assert!(matches!(authorize_api(&manager), Authorize::Ready(_)));
+}
+
+#[tokio::test]
+async fn fail_fast_refuses_a_request_once_the_budget_is_spent() {
+    let clock = start_clock();
+    let manager = rate_limited_manager(&clock, crate::RateLimitPolicy::FailFast);
+    request_reporting(&manager, 1, 10).await;
+    assert!(
+        matches!(authorize_api(&manager), Authorize::Ready(_)),
+        "the last one"
+    );
+    let Authorize::Pending(refused) = authorize_api(&manager) else {
+        panic!("spent: refused");
+    };
+    let error = refused.await.unwrap_err();
+    assert!(
+        matches!(error, Error::RateLimited { reset_at } if reset_at == UNIX_EPOCH + Duration::from_secs(START + 10)),
+        "{error:?}"
+    );
+    assert!(error.is_transient());
+    // After the reset, one request goes to learn the new window.
+    clock.advance(Duration::from_secs(10));
+    assert!(matches!(authorize_api(&manager), Authorize::Ready(_)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_holds_requests_until_the_reset_then_lets_them_go() {
+    let clock = start_clock();
+    let policy = crate::RateLimitPolicy::Wait {
+        max_wait: Duration::from_secs(60),
+    };
+    let manager = rate_limited_manager(&clock, policy);
+    request_reporting(&manager, 0, 10).await;
+    let Authorize::Pending(mut waiting) = authorize_api(&manager) else {
+        panic!("spent: the request waits");
+    };
+    assert!((&mut waiting).now_or_never().is_none());
+    tokio::time::advance(Duration::from_secs(9)).await;
+    assert!(
+        (&mut waiting).now_or_never().is_none(),
+        "not before the reset"
+    );
+    clock.advance(Duration::from_secs(10));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let authorized = waiting.await.unwrap();
+    assert_eq!(authorized.bearer().header_value(), "Bearer access-t");
+
+    // Its response reports the next window: spent, with a reset further away than
+    // the longest wait. The next request fails at once.
+    let attached = authorized.attach(&mut http::HeaderMap::new());
+    let mut response = http::HeaderMap::new();
+    response.insert(crate::X_RATE_LIMIT_REMAINING, 0.into());
+    response.insert(crate::X_RATE_LIMIT_RESET, (START + 10 + 3600).into());
+    attached.judge(http::StatusCode::OK, &response);
+    let Authorize::Pending(refused) = authorize_api(&manager) else {
+        panic!("spent for an hour");
+    };
+    assert!(matches!(refused.await, Err(Error::RateLimited { .. })));
+}
+
+#[tokio::test]
+async fn a_new_token_starts_with_a_budget_of_its_own() {
+    let clock = start_clock();
+    let manager = rate_limited_manager(&clock, crate::RateLimitPolicy::FailFast);
+    request_reporting(&manager, 0, 10).await;
+    assert!(matches!(authorize_api(&manager), Authorize::Pending(_)));
+    manager.set_token(token("next", START)).await.unwrap();
+    assert_eq!(manager.rate_limit(), None);
+    assert!(matches!(authorize_api(&manager), Authorize::Ready(_)));
+}
+
+#[test]
+fn malformed_rate_limit_headers_are_counted() {
+    let clock = start_clock();
+    let manager = rate_limited_manager(&clock, crate::RateLimitPolicy::Observe);
+    let Authorize::Ready(authorized) = authorize_api(&manager) else {
+        panic!("fresh");
+    };
+    let attached = authorized.attach(&mut http::HeaderMap::new());
+    let mut response = http::HeaderMap::new();
+    response.insert(crate::X_RATE_LIMIT_REMAINING, "-3".parse().unwrap());
+    response.insert(crate::X_RATE_LIMIT_RESET, "soon".parse().unwrap());
+    attached.judge(http::StatusCode::OK, &response);
+    assert_eq!(manager.metrics().rate_limit_headers_ignored, 1);
+    assert_eq!(manager.rate_limit(), None);
 }

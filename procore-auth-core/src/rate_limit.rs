@@ -1,0 +1,350 @@
+//! Procore's rate limits, per token: read from every response that carried the token,
+//! read back without a lock, and (if the application asks) respected before sending.
+//!
+//! Procore limits requests per access token (3 600 per 60-minute window by default)
+//! and reports the budget on every response in `X-Rate-Limit-Limit`,
+//! `X-Rate-Limit-Remaining` and `X-Rate-Limit-Reset` (Unix seconds); over the limit it
+//! answers 429. Its documentation asks clients to stop sending while over the limit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::header::HeaderName;
+use http::{HeaderMap, HeaderValue};
+
+/// `X-Rate-Limit-Limit`: requests allowed per window.
+pub const X_RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-rate-limit-limit");
+/// `X-Rate-Limit-Remaining`: requests left in the current window.
+pub const X_RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-rate-limit-remaining");
+/// `X-Rate-Limit-Reset`: when the window resets, in Unix seconds.
+pub const X_RATE_LIMIT_RESET: HeaderName = HeaderName::from_static("x-rate-limit-reset");
+
+/// The largest remaining count kept exactly (2²⁹ − 1); larger counts are kept as this,
+/// which is as good as unlimited.
+const MAX_REMAINING: u64 = (1 << (REMAINING_BITS - 1)) - 1;
+/// Marks a provisional window: the one request sent after a reset to learn the next
+/// window, which any report replaces.
+const PROVISIONAL: u64 = 1 << (REMAINING_BITS - 1);
+const REMAINING_BITS: u32 = 30;
+/// The latest reset accepted (2³⁴ − 1 Unix seconds, in the year 2514): later ones are
+/// absurd and ignored.
+const MAX_RESET: u64 = (1 << (64 - REMAINING_BITS)) - 1;
+
+/// What the last response that carried a token said about its budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// Requests left in the window (as counted down since by requests sent).
+    pub remaining: u64,
+    /// When the window resets.
+    pub reset_at: SystemTime,
+}
+
+/// How requests treat a spent rate-limit budget. Set with
+/// [`TokenManagerBuilder::rate_limit`](crate::TokenManagerBuilder::rate_limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RateLimitPolicy {
+    /// Record the budget; send regardless (Procore answers 429 when it is spent).
+    #[default]
+    Observe,
+    /// When the budget is spent, requests wait for the reset if it is at most
+    /// `max_wait` away (on a tokio timer: the runtime needs its time driver, as
+    /// `#[tokio::main]` enables); otherwise they fail at once with
+    /// [`Error::RateLimited`](crate::Error::RateLimited). After a reset, one request
+    /// goes first to learn the new window.
+    Wait {
+        /// The longest a request waits for the reset.
+        max_wait: Duration,
+    },
+    /// When the budget is spent, requests fail at once with
+    /// [`Error::RateLimited`](crate::Error::RateLimited).
+    FailFast,
+}
+
+/// The current token's budget: `window` packs the reset (Unix seconds, high 34 bits)
+/// with the remaining count (29 bits) and the provisional flag, so they are always
+/// read together; `limit` is informational. `u64::MAX` in `window` means unknown.
+///
+/// The budget belongs to one token (`generation`): a new token starts unknown.
+#[derive(Debug)]
+pub(crate) struct RateLimitState {
+    window: AtomicU64,
+    limit: AtomicU64,
+    generation: AtomicU64,
+    ignored: AtomicU64,
+}
+
+const UNKNOWN: u64 = u64::MAX;
+
+impl Default for RateLimitState {
+    fn default() -> Self {
+        Self {
+            window: AtomicU64::new(UNKNOWN),
+            limit: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+        }
+    }
+}
+
+fn pack(reset: u64, remaining: u64) -> u64 {
+    (reset << REMAINING_BITS) | remaining.min(MAX_REMAINING)
+}
+
+fn unpack(window: u64) -> (u64, u64) {
+    (window >> REMAINING_BITS, window & MAX_REMAINING)
+}
+
+/// How long the one request sent after a reset has to report the next window before
+/// another is sent.
+const PROBE_SECS: u64 = 1;
+
+impl RateLimitState {
+    /// Records the budget a response to a request with token `generation` (the
+    /// current one) reported. A response without the headers changes nothing; one with
+    /// a missing or malformed value among them is ignored whole and counted
+    /// ([`ignored`](Self::ignored)).
+    pub(crate) fn record(&self, generation: u64, headers: &HeaderMap) {
+        let remaining = headers.get(X_RATE_LIMIT_REMAINING);
+        let reset = headers.get(X_RATE_LIMIT_RESET);
+        if remaining.is_none() && reset.is_none() {
+            return;
+        }
+        let parsed = (|| {
+            let remaining = parse_count(remaining?)?;
+            let reset = parse_count(reset?).filter(|reset| *reset <= MAX_RESET)?;
+            let limit = match headers.get(X_RATE_LIMIT_LIMIT) {
+                Some(limit) => Some(parse_count(limit)?),
+                None => None,
+            };
+            Some((remaining, reset, limit))
+        })();
+        let Some((remaining, reset, limit)) = parsed else {
+            self.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Some(limit) = limit {
+            self.limit.store(limit, Ordering::Relaxed);
+        }
+        let reported = pack(reset, remaining);
+        if self.generation.swap(generation, Ordering::AcqRel) != generation {
+            // The first report for a new token: its own budget.
+            self.window.store(reported, Ordering::Release);
+            return;
+        }
+        // Responses arrive out of order: within one window the lowest count is the
+        // latest; a later window replaces an earlier one.
+        let _ = self
+            .window
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                if current == UNKNOWN || current & PROVISIONAL != 0 {
+                    return Some(reported);
+                }
+                let (current_reset, current_remaining) = unpack(current);
+                match reset.cmp(&current_reset) {
+                    std::cmp::Ordering::Greater => Some(reported),
+                    std::cmp::Ordering::Equal if remaining < current_remaining => Some(reported),
+                    _ => None,
+                }
+            });
+    }
+
+    /// Takes one request from the budget if it allows one at `now` (Unix seconds);
+    /// otherwise says until when it is spent. Once a window's reset has passed, one
+    /// request goes to learn the next window, and the rest wait (up to a second) for
+    /// its report: all of them at once could overrun the new window too.
+    pub(crate) fn take(&self, generation: u64, now: u64) -> Result<(), u64> {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return Ok(()); // no report for this token yet
+        }
+        let mut current = self.window.load(Ordering::Acquire);
+        loop {
+            if current == UNKNOWN {
+                return Ok(());
+            }
+            let (reset, remaining) = unpack(current);
+            let next = if reset <= now {
+                pack(now.saturating_add(PROBE_SECS).min(MAX_RESET), 0) | PROVISIONAL
+            } else if remaining == 0 {
+                return Err(reset);
+            } else {
+                pack(reset, remaining - 1) | (current & PROVISIONAL)
+            };
+            match self.window.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// The budget of token `generation` as last reported and counted down since.
+    pub(crate) fn snapshot(&self, generation: u64) -> Option<RateLimit> {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return None;
+        }
+        let window = self.window.load(Ordering::Acquire);
+        if window == UNKNOWN || window & PROVISIONAL != 0 {
+            return None;
+        }
+        let (reset, remaining) = unpack(window);
+        Some(RateLimit {
+            limit: self.limit.load(Ordering::Relaxed),
+            remaining,
+            reset_at: UNIX_EPOCH + Duration::from_secs(reset),
+        })
+    }
+
+    /// Responses whose rate-limit headers were malformed, and so ignored.
+    pub(crate) fn ignored(&self) -> u64 {
+        self.ignored.load(Ordering::Relaxed)
+    }
+}
+
+/// A count as Procore sends it: 1 to 20 ASCII digits that fit a `u64`. Anything else
+/// (signs, spaces, decimals, overflow) is `None`.
+fn parse_count(value: &HeaderValue) -> Option<u64> {
+    let bytes = value.as_bytes();
+    if bytes.is_empty() || bytes.len() > 20 {
+        return None;
+    }
+    bytes.iter().try_fold(0_u64, |number, byte| {
+        let digit = byte.checked_sub(b'0').filter(|digit| *digit <= 9)?;
+        number.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn headers(limit: &str, remaining: &str, reset: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            (X_RATE_LIMIT_LIMIT, limit),
+            (X_RATE_LIMIT_REMAINING, remaining),
+            (X_RATE_LIMIT_RESET, reset),
+        ] {
+            headers.insert(name, HeaderValue::from_str(value).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn records_the_budget_and_counts_it_down() {
+        let state = RateLimitState::default();
+        assert_eq!(state.snapshot(1), None);
+        assert_eq!(state.take(1, 100), Ok(()), "unknown: no limit");
+        state.record(1, &headers("3600", "2", "1000"));
+        let snapshot = state.snapshot(1).unwrap();
+        assert_eq!((snapshot.limit, snapshot.remaining), (3600, 2));
+        assert_eq!(snapshot.reset_at, UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(state.take(1, 100), Ok(()));
+        assert_eq!(state.take(1, 100), Ok(()));
+        assert_eq!(state.take(1, 100), Err(1000), "spent until the reset");
+        assert_eq!(
+            state.take(1, 1000),
+            Ok(()),
+            "the window is over: one request goes"
+        );
+        assert_eq!(
+            state.take(1, 1000),
+            Err(1001),
+            "the rest wait for its report"
+        );
+        state.record(1, &headers("3600", "3599", "4600"));
+        assert_eq!(state.take(1, 1000), Ok(()));
+        assert_eq!(state.snapshot(1).unwrap().remaining, 3598);
+        // A new token: its own budget, unknown until reported.
+        assert_eq!(state.take(2, 1000), Ok(()));
+        state.record(2, &headers("3600", "0", "5000"));
+        assert_eq!(state.take(2, 1000), Err(5000));
+    }
+
+    #[test]
+    fn a_report_replaces_a_provisional_window_even_for_the_same_second() {
+        let state = RateLimitState::default();
+        state.record(1, &headers("50", "0", "1000"));
+        assert_eq!(state.take(1, 1000), Ok(())); // provisional until 1001
+        state.record(1, &headers("50", "49", "1001"));
+        assert_eq!(state.snapshot(1).unwrap().remaining, 49);
+        assert_eq!(state.take(1, 1000), Ok(()));
+    }
+
+    #[test]
+    fn out_of_order_responses_keep_the_latest_count() {
+        let state = RateLimitState::default();
+        state.record(1, &headers("50", "10", "1000"));
+        state.record(1, &headers("50", "12", "1000")); // an older response, late
+        assert_eq!(state.snapshot(1).unwrap().remaining, 10);
+        state.record(1, &headers("50", "49", "1010")); // the next window
+        assert_eq!(state.snapshot(1).unwrap().remaining, 49);
+        state.record(1, &headers("50", "0", "1000")); // the previous window, late
+        assert_eq!(state.snapshot(1).unwrap().remaining, 49);
+    }
+
+    #[test]
+    fn malformed_values_are_ignored_whole_and_counted() {
+        let state = RateLimitState::default();
+        state.record(1, &headers("50", "10", "1000"));
+        for (limit, remaining, reset) in [
+            ("50", "-1", "1000"),
+            ("50", "1.5", "1000"),
+            ("50", " 3", "1000"),
+            ("50", "3", "99999999999999999999999"),
+            ("50", "3", "18446744073709551615"), // past the year 2514
+            ("x", "3", "1000"),
+            ("50", "", "1000"),
+        ] {
+            state.record(1, &headers(limit, remaining, reset));
+        }
+        let mut partial = HeaderMap::new();
+        partial.insert(X_RATE_LIMIT_REMAINING, HeaderValue::from_static("3"));
+        state.record(1, &partial);
+        assert_eq!(state.ignored(), 8);
+        assert_eq!(state.snapshot(1).unwrap().remaining, 10, "unchanged");
+        state.record(1, &HeaderMap::new());
+        assert_eq!(state.ignored(), 8, "no headers is not malformed");
+    }
+
+    #[test]
+    fn absurd_counts_are_kept_as_plenty() {
+        let state = RateLimitState::default();
+        state.record(
+            1,
+            &headers("18446744073709551615", "18446744073709551615", "1000"),
+        );
+        let snapshot = state.snapshot(1).unwrap();
+        assert_eq!(snapshot.remaining, MAX_REMAINING);
+        assert_eq!(snapshot.limit, u64::MAX);
+    }
+
+    proptest! {
+        #[test]
+        fn any_header_bytes_parse_or_are_ignored_without_panicking(
+            remaining in proptest::collection::vec(any::<u8>(), 0..24),
+            reset in proptest::collection::vec(any::<u8>(), 0..24),
+        ) {
+            let state = RateLimitState::default();
+            let mut map = HeaderMap::new();
+            if let (Ok(remaining), Ok(reset)) =
+                (HeaderValue::from_bytes(&remaining), HeaderValue::from_bytes(&reset))
+            {
+                map.insert(X_RATE_LIMIT_REMAINING, remaining);
+                map.insert(X_RATE_LIMIT_RESET, reset);
+            }
+            state.record(1, &map);
+            let _ = state.snapshot(1);
+            let _ = state.take(1, 0);
+        }
+    }
+}
