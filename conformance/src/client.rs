@@ -7,13 +7,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use procore_auth_core::{Error as AuthError, TokenManager};
+use procore_auth_core::{Error as AuthError, TokenManager, Tokens};
 use procore_auth_reqwest::{auth_error, ProcoreAuthMiddleware};
 use procore_auth_tower::{NoReplay, ProcoreAuth, ProcoreAuthLayer};
 use tower::{Layer, Service, ServiceExt};
@@ -40,7 +40,13 @@ impl Adapter {
 type Hyper<B> = hyper_util::client::legacy::Client<HttpConnector, B>;
 type StreamingBody = BoxBody<Bytes, Infallible>;
 
-/// A Procore API client through one [`Adapter`], with tokens from a [`TokenManager`].
+/// A Procore API client through one [`Adapter`], with tokens from a [`TokenManager`]
+/// or a `TokenRegistry` (any [`Tokens`]).
+///
+/// A request's extensions go where its adapter reads them: the `http::Request`'s own
+/// for tower, reqwest-middleware's `Extensions` for reqwest (what
+/// `reqwest_middleware::RequestBuilder::with_extension` sets), so a tenant's key in
+/// them names the tenant through either ([`get_as`](Self::get_as)).
 ///
 /// Cheap to clone; clones share their connections and their record of what was sent.
 /// Failures other than authorization errors (a connection refused by the emulator, an
@@ -73,10 +79,18 @@ impl Client {
     /// bodies), or `ProcoreAuthMiddleware::new(manager)` in a `reqwest_middleware`
     /// client with reqwest's default redirect policy.
     pub fn new(adapter: Adapter, manager: &TokenManager) -> Self {
+        Self::with_tokens(adapter, manager.clone())
+    }
+
+    /// [`new`](Self::new) over any [`Tokens`]: a `TokenRegistry` (each request's
+    /// tenant is the key in its extensions: [`get_as`](Self::get_as)), or
+    /// `registry.keyed_by(…)` (a function finds it).
+    pub fn with_tokens(adapter: Adapter, tokens: impl Into<Tokens>) -> Self {
+        let tokens = tokens.into();
         let sent = Sent::default();
         let inner = match adapter {
             Adapter::Tower => {
-                let layer = ProcoreAuthLayer::new(manager.clone());
+                let layer = ProcoreAuthLayer::new(tokens);
                 Inner::Tower(Box::new(TowerServices {
                     buffered: layer.clone().layer(Recorder::new(&sent)),
                     streaming: layer.without_replay().layer(Recorder::new(&sent)),
@@ -88,7 +102,7 @@ impl Client {
                         .build()
                         .expect("a reqwest client builds"),
                 )
-                .with(ProcoreAuthMiddleware::new(manager.clone()))
+                .with(ProcoreAuthMiddleware::new(tokens))
                 .with(RecordMiddleware(sent.clone()))
                 .build(),
             ),
@@ -110,6 +124,17 @@ impl Client {
         self.send(get(url)).await.map(|reply| reply.status)
     }
 
+    /// `GET url` for the tenant `key` names (the key goes in the request's extensions):
+    /// the whole response, or the core error behind a failure.
+    pub async fn get_as<K>(&self, url: &str, key: K) -> Result<Reply, AuthError>
+    where
+        K: Clone + Send + Sync + 'static,
+    {
+        let mut request = get(url);
+        request.extensions_mut().insert(key);
+        self.send(request).await
+    }
+
     /// Sends a request whose body is buffered, so the adapter can replay it after a
     /// 401; reads the whole response.
     pub async fn send(&self, request: Request<Bytes>) -> Result<Reply, AuthError> {
@@ -118,8 +143,13 @@ impl Client {
                 tower_reply(tower.buffered.clone().oneshot(request.map(Full::new)).await).await
             }
             Inner::Reqwest(client) => {
-                let request = reqwest::Request::try_from(request).expect("a valid request");
-                reqwest_reply(client.execute(request).await).await
+                let (request, mut extensions) = reqwest_request(request);
+                reqwest_reply(
+                    client
+                        .execute_with_extensions(request, &mut extensions)
+                        .await,
+                )
+                .await
             }
         }
     }
@@ -140,8 +170,13 @@ impl Client {
                     let chunks = chunks.into_iter().map(Ok::<_, Infallible>);
                     reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
                 });
-                let request = reqwest::Request::try_from(request).expect("a valid request");
-                reqwest_reply(client.execute(request).await).await
+                let (request, mut extensions) = reqwest_request(request);
+                reqwest_reply(
+                    client
+                        .execute_with_extensions(request, &mut extensions)
+                        .await,
+                )
+                .await
             }
         }
     }
@@ -173,6 +208,16 @@ impl Reply {
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.body).expect("a UTF-8 body")
     }
+
+    /// The body as JSON.
+    ///
+    /// # Panics
+    ///
+    /// If the body is not JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|error| panic!("a JSON body ({error}): {:?}", self.body))
+    }
 }
 
 /// `GET url` with an empty body.
@@ -189,6 +234,18 @@ pub fn post(url: &str, body: impl Into<Bytes>) -> Request<Bytes> {
 pub fn post_streaming(url: &str, chunks: &[&'static str]) -> Request<Vec<Bytes>> {
     let chunks = chunks.iter().copied().map(Bytes::from).collect();
     Request::post(url).body(chunks).expect("a valid URL")
+}
+
+/// `request` for reqwest, and its extensions moved to where reqwest-middleware keeps
+/// them (a `reqwest::Request` has none its middleware can read).
+pub(crate) fn reqwest_request<B: Into<reqwest::Body>>(
+    request: Request<B>,
+) -> (reqwest::Request, Extensions) {
+    let (mut parts, body) = request.into_parts();
+    let extensions = std::mem::take(&mut parts.extensions);
+    let request =
+        reqwest::Request::try_from(Request::from_parts(parts, body)).expect("a valid request");
+    (request, extensions)
 }
 
 pub(crate) async fn tower_reply<B, E>(

@@ -12,7 +12,7 @@ use tower::{Layer, ServiceExt};
 use tower_http::follow_redirect::policy::{self, PolicyExt};
 use tower_http::follow_redirect::{FollowRedirect, FollowRedirectLayer};
 
-use crate::client::{reqwest_reply, tower_reply};
+use crate::client::{reqwest_reply, reqwest_request, tower_reply};
 use crate::{Adapter, Reply};
 
 type Hyper = hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>;
@@ -90,8 +90,13 @@ impl FollowingClient {
                 tower_reply(service.clone().oneshot(request.map(Full::new)).await).await
             }
             Inner::Reqwest(client) => {
-                let request = reqwest::Request::try_from(request).expect("a valid request");
-                reqwest_reply(client.execute(request).await).await
+                let (request, mut extensions) = reqwest_request(request);
+                reqwest_reply(
+                    client
+                        .execute_with_extensions(request, &mut extensions)
+                        .await,
+                )
+                .await
             }
         }
     }

@@ -39,8 +39,8 @@ pub use following::FollowingClient;
 pub use origin::{Origin, Seen};
 pub use setup::{
     adapter_token_transport, authorized_manager, authorized_manager_with_timeout, frozen_clock, me,
-    oauth, token_transport, wait_until, BACKOFF_BASE, BACKOFF_MAX, TOKEN_CALL_TIMEOUT, WAIT_LIMIT,
-    WAIT_POLL,
+    oauth, tenant_registry, token_transport, user_tokens, wait_until, BACKOFF_BASE, BACKOFF_MAX,
+    TOKEN_CALL_TIMEOUT, WAIT_LIMIT, WAIT_POLL,
 };
 
 /// Turns one scenario into one test per adapter.

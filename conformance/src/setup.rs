@@ -1,6 +1,8 @@
 //! Managers holding a real user token from the emulator, and the numbers scenarios
 //! share.
 
+use std::fmt;
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +11,11 @@ use http_body_util::Full;
 use hyper_util::rt::TokioExecutor;
 use procore_auth_core::{
     AuthorizationCode, ClientSecret, Clock, Environment, ManualClock, OAuthClient,
-    RefreshTokenGrant, SystemClock, TokenManager, TokenManagerBuilder, Transport,
+    RefreshTokenGrant, SystemClock, Token, TokenManager, TokenManagerBuilder, TokenRegistry,
+    TokenRegistryBuilder, Transport,
 };
 use procore_auth_reqwest::ReqwestTransport;
-use procore_auth_testkit::Emulator;
+use procore_auth_testkit::{Emulator, UserId};
 use procore_auth_tower::TowerTransport;
 
 use crate::Adapter;
@@ -104,15 +107,62 @@ pub async fn authorized_manager_with_timeout(
 ) -> TokenManager {
     let transport = token_transport(timeout);
     let oauth = oauth(emulator);
-    let code = AuthorizationCode::new(emulator.authorize_code("http://localhost"));
-    let token = oauth
-        .exchange_code(&transport, &code, "http://localhost")
-        .await
-        .expect("an authorization-code exchange");
+    let token = exchange_code(emulator, emulator.default_user(), &oauth, &transport).await;
     let builder = TokenManager::builder(RefreshTokenGrant::new(oauth, transport))
         .token(token)
         .backoff(BACKOFF_BASE, BACKOFF_MAX);
     configure(builder).build()
+}
+
+/// Each user's token from a real authorization-code exchange, as an app gets it in
+/// its OAuth callback (the emulator counts one authorization-code grant per user), in
+/// the order of `users`. One client makes them all: building one takes a while.
+///
+/// # Panics
+///
+/// If a code exchange fails, or a user is not a user of `emulator`.
+pub async fn user_tokens(emulator: &Emulator, users: &[UserId]) -> Vec<Token> {
+    let transport = token_transport(TOKEN_CALL_TIMEOUT);
+    let oauth = oauth(emulator);
+    let mut tokens = Vec::with_capacity(users.len());
+    for &user in users {
+        tokens.push(exchange_code(emulator, user, &oauth, &transport).await);
+    }
+    tokens
+}
+
+async fn exchange_code(
+    emulator: &Emulator,
+    user: UserId,
+    oauth: &OAuthClient,
+    transport: &dyn Transport,
+) -> Token {
+    let code = AuthorizationCode::new(emulator.authorize_code_for(user, "http://localhost"));
+    oauth
+        .exchange_code(transport, &code, "http://localhost")
+        .await
+        .expect("an authorization-code exchange")
+}
+
+/// A registry of tenants keyed by `K`, all refreshing through the emulator with the
+/// adapter's own transport ([`adapter_token_transport`]`(adapter, `[`TOKEN_CALL_TIMEOUT`]`)`),
+/// each tenant's manager with back-off between [`BACKOFF_BASE`] and [`BACKOFF_MAX`],
+/// then `configure`d. Set the store, the bound and so on on the builder returned;
+/// put tokens in with `insert` (see [`user_tokens`]).
+pub fn tenant_registry<K>(
+    adapter: Adapter,
+    emulator: &Emulator,
+    configure: impl Fn(&K, TokenManagerBuilder) -> TokenManagerBuilder + Send + Sync + 'static,
+) -> TokenRegistryBuilder<K>
+where
+    K: Hash + Eq + Clone + fmt::Display + Send + Sync + 'static,
+{
+    let grant = RefreshTokenGrant::new(
+        oauth(emulator),
+        adapter_token_transport(adapter, TOKEN_CALL_TIMEOUT),
+    );
+    TokenRegistry::builder(grant)
+        .configure(move |key, builder| configure(key, builder.backoff(BACKOFF_BASE, BACKOFF_MAX)))
 }
 
 /// How long [`wait_until`] waits at the most…

@@ -80,6 +80,7 @@ mod random;
 mod rate_limit;
 mod registry;
 mod request;
+mod retry;
 mod secret;
 mod source;
 mod spawn;
@@ -107,6 +108,7 @@ pub use registry::{
     RegistryMetrics, Tenant, TokenRegistry, TokenRegistryBuilder, DEFAULT_MAX_RESIDENT,
 };
 pub use request::{Attached, Authorize, AuthorizeFuture, Authorized, ReplayFuture, Tokens};
+pub use retry::{RetryPolicy, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_ELAPSED};
 pub use secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
 pub use source::{ClientCredentialsGrant, RefreshTokenGrant, TokenSource};
 pub use spawn::{AmbientTokio, Spawn, WaitersOnly};
@@ -115,4 +117,6 @@ pub use store::{
     RefreshOutcome, RefreshTurn, StoreError, TokenStore, MAX_KEY_FILE_NAME,
 };
 pub use token::{Token, DEFAULT_REFRESH_SKEW, MAX_CLOCK_DISAGREEMENT, MAX_TOKEN_LIFETIME};
-pub use transport::{BoxFuture, Transport, TransportError, TransportErrorKind, MAX_RESPONSE_BYTES};
+pub use transport::{
+    classify_io_chain, BoxFuture, Transport, TransportError, TransportErrorKind, MAX_RESPONSE_BYTES,
+};

@@ -53,6 +53,27 @@ pub enum TransportErrorKind {
     Other,
 }
 
+/// How far a request that failed with `error` got, judged by the
+/// [`std::io::Error`]s in its source chain: [`Connect`](TransportErrorKind::Connect)
+/// (refused, unreachable, unresolvable: never sent), [`Timeout`](TransportErrorKind::Timeout),
+/// or [`Other`](TransportErrorKind::Other) (it may have reached the server).
+pub fn classify_io_chain(error: &(dyn StdError + 'static)) -> TransportErrorKind {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::NotFound => return TransportErrorKind::Connect,
+                std::io::ErrorKind::TimedOut => return TransportErrorKind::Timeout,
+                _ => {}
+            }
+        }
+        cause = current.source();
+    }
+    TransportErrorKind::Other
+}
+
 /// A failure to exchange a request and response with the server.
 #[derive(Clone, Debug)]
 pub struct TransportError {
@@ -81,20 +102,11 @@ impl TransportError {
     /// anything else may have reached the server.
     pub fn from_io_chain(source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         let source = source.into();
-        let mut cause: Option<&(dyn StdError + 'static)> = Some(&*source);
-        while let Some(current) = cause {
-            if let Some(io) = current.downcast_ref::<std::io::Error>() {
-                match io.kind() {
-                    std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::AddrNotAvailable
-                    | std::io::ErrorKind::NotFound => return Self::connect(source),
-                    std::io::ErrorKind::TimedOut => return Self::timeout(source),
-                    _ => {}
-                }
-            }
-            cause = current.source();
+        match classify_io_chain(&*source) {
+            TransportErrorKind::Connect => Self::connect(source),
+            TransportErrorKind::Timeout => Self::timeout(source),
+            _ => Self::other(source),
         }
-        Self::other(source)
     }
 
     /// The response body exceeded [`MAX_RESPONSE_BYTES`].

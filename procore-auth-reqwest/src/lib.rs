@@ -103,10 +103,12 @@
 //! # With other middleware
 //!
 //! Put retries *outside* (before) this middleware and tracing outermost:
-//! `ClientBuilder::new(client_builder().build()?).with(TracingMiddleware).with(RetryTransientMiddleware)
-//! .with(ProcoreAuthMiddleware)`. Every retry then passes through this middleware,
-//! so it carries the current token, and a 401 is handled here (once) rather than being
-//! mistaken for a transient failure.
+//! `ClientBuilder::new(client_builder().build()?).with(TracingMiddleware).with(ProcoreRetryMiddleware::new(policy))
+//! .with(ProcoreAuthMiddleware::new(manager))`. Every retry then passes through this
+//! middleware, so it carries the current token, and a 401 is handled here (once)
+//! rather than being mistaken for a transient failure. Use [`ProcoreRetryMiddleware`]
+//! rather than `reqwest-retry`, which retries 429 on its own schedule and ignores
+//! `Retry-After` and the rate-limit reset that Procore asks clients to honour.
 //!
 //! [`reqwest-middleware`]: https://docs.rs/reqwest-middleware
 #![forbid(unsafe_code)]
@@ -115,9 +117,11 @@
 mod error;
 mod middleware;
 mod redirect;
+mod retry;
 mod transport;
 
 pub use error::{auth_error, Error};
 pub use middleware::ProcoreAuthMiddleware;
 pub use redirect::{client_builder, MAX_REDIRECTS};
+pub use retry::ProcoreRetryMiddleware;
 pub use transport::{ReqwestTransport, CONNECT_TIMEOUT, REQUEST_TIMEOUT};

@@ -110,7 +110,10 @@ impl ProcoreAuthMiddleware {
         let host = url.host_str().unwrap_or_default();
         let (headers, port) = (request.headers(), url.port());
         let authorized =
-            match self.tokens.authorize_origin(url.scheme(), host, port, headers, extensions) {
+            match self
+                .tokens
+                .authorize_origin(url.scheme(), host, port, headers, extensions)
+            {
                 Authorize::Skip => return next.run(request, extensions).await,
                 Authorize::Ready(authorized) => authorized,
                 Authorize::Pending(waiting) => waiting.await.map_err(Error::middleware)?,

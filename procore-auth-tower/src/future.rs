@@ -132,7 +132,8 @@ where
                 StateProj::Calling { call, then } => {
                     let response = ready!(call.poll(cx)).map_err(Error::Service)?;
                     let judged = then.take().and_then(|then| {
-                        let replay_with = then.attached.judge(response.status(), response.headers());
+                        let replay_with =
+                            then.attached.judge(response.status(), response.headers());
                         Some((replay_with?, then))
                     });
                     let Some((replay_with, then)) = judged else {

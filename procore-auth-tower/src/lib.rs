@@ -128,6 +128,7 @@ mod error;
 mod future;
 mod layer;
 mod replay;
+mod retry;
 mod service;
 mod transport;
 
@@ -135,5 +136,6 @@ pub use error::Error;
 pub use future::ResponseFuture;
 pub use layer::ProcoreAuthLayer;
 pub use replay::{CloneRequest, NoReplay, ReplayPolicy};
+pub use retry::{ProcoreRetry, ProcoreRetryLayer};
 pub use service::ProcoreAuth;
 pub use transport::{TowerTransport, REQUEST_TIMEOUT};

@@ -13,4 +13,5 @@ mod expiry;
 mod redirects;
 mod rejection;
 mod store;
+mod tenants;
 mod token_endpoint;

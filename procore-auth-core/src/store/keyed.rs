@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -167,12 +167,18 @@ impl<K: Hash + Eq + Clone + Send + Sync> KeyedTokenStore<K> for KeyedMemoryStore
 /// [`MAX_KEY_FILE_NAME`] bytes is refused with an I/O error of kind `InvalidInput`.
 ///
 /// The compare-and-swap is atomic between clones of one `KeyedFileStore` in one
-/// process, as for [`FileStore`].
+/// process, as for [`FileStore`]. Writes to different keys do not wait for each other
+/// (beyond a rare shared lock stripe); file I/O is synchronous, a few hundred bytes per
+/// tenant per token lifetime.
 #[derive(Clone, Debug)]
 pub struct KeyedFileStore {
     directory: PathBuf,
-    write_lock: Arc<Mutex<()>>,
+    write_locks: Arc<[Arc<Mutex<()>>; LOCK_STRIPES]>,
 }
+
+/// Write locks, shared by the keys whose file names hash alike: bounded, whatever the
+/// number of tenants.
+const LOCK_STRIPES: usize = 64;
 
 /// The longest file name (before `.json`) a key may map to: file systems commonly
 /// allow 255 bytes, and the temporary file's name adds 38.
@@ -183,7 +189,7 @@ impl KeyedFileStore {
     pub fn new(directory: impl Into<PathBuf>) -> Self {
         Self {
             directory: directory.into(),
-            write_lock: Arc::default(),
+            write_locks: Arc::new(std::array::from_fn(|_| Arc::default())),
         }
     }
 
@@ -192,12 +198,15 @@ impl KeyedFileStore {
         &self.directory
     }
 
-    /// The store of `key`'s file; its writes are serialised with every other key's.
+    /// The store of `key`'s file, with its key's write lock.
     fn file(&self, key: &impl fmt::Display) -> Result<FileStore, StoreError> {
         let name = file_name(&key.to_string())?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut hasher);
+        let stripe = (hasher.finish() % LOCK_STRIPES as u64) as usize;
         Ok(FileStore::sharing_lock(
             self.directory.join(name),
-            Arc::clone(&self.write_lock),
+            Arc::clone(&self.write_locks[stripe]),
         ))
     }
 }

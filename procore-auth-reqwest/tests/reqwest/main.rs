@@ -1,6 +1,6 @@
 //! What is the reqwest adapter's own, end to end against procore-auth-testkit's
 //! emulator over real loopback HTTP: its constructors, what only reqwest has of
-//! redirects (`redirects`), composition with reqwest-retry, secret hygiene and the
+//! redirects (`redirects`), composition with the retry middleware, secret hygiene and the
 //! soak. Behaviour both adapters share (attaching, replaying after a 401, streaming
 //! bodies, other hosts, redirect chains, the fault matrix) is written once in the
 //! `procore-auth-conformance` package and run through this middleware there.
@@ -76,23 +76,24 @@ async fn client_credentials_mint_tokens_on_demand() {
 }
 
 #[tokio::test]
-async fn composes_with_reqwest_retry_placed_outside() {
-    use reqwest_retry::{policies::ExponentialBackoff, RetryTransientMiddleware};
+async fn composes_with_the_retry_middleware_placed_outside() {
+    use procore_auth_core::{Jitter, RetryPolicy};
+    use procore_auth_reqwest::ProcoreRetryMiddleware;
     let emulator = Emulator::start().await;
-    let policy = ExponentialBackoff::builder()
-        .retry_bounds(
+    let policy = RetryPolicy::new()
+        .backoff(
             std::time::Duration::from_millis(1),
             std::time::Duration::from_millis(10),
         )
-        .build_with_max_retries(2);
+        .jitter(Jitter::none());
     // The recommended order: retries outside, authorization inside.
     let client = ClientBuilder::new(client_builder().build().unwrap())
-        .with(RetryTransientMiddleware::new_with_policy(policy))
+        .with(ProcoreRetryMiddleware::new(policy))
         .with(authorized(&emulator).await)
         .build();
     let me = format!("{}/rest/v1.0/me", emulator.base_url());
 
-    // A 503 is retried by reqwest-retry, and the retry carries the token.
+    // A 503 is retried, and the retry carries the token.
     emulator.push_api_fault(ApiFault::Unavailable {
         retry_after_secs: 0,
     });
