@@ -9,6 +9,7 @@
 
 pub mod e2e;
 pub mod refresh_contention;
+pub mod registry;
 pub mod reqwest_overhead;
 pub mod token_read;
 pub mod tower_overhead;

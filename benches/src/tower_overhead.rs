@@ -1,5 +1,6 @@
 //! The cost of the layer on a request that needs no refresh: a no-op service, bare,
-//! behind tower-http's static `AddAuthorization`, and behind `ProcoreAuthLayer`.
+//! behind tower-http's static `AddAuthorization`, and behind `ProcoreAuthLayer` with
+//! one `TokenManager` or with a `TokenRegistry` of many tenants.
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use procore_auth_tower::ProcoreAuthLayer;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 
-use crate::{fresh_token, NeverRefreshes};
+use crate::{fresh_token, registry, NeverRefreshes};
 
 type Body = Empty<Bytes>;
 
@@ -29,15 +30,31 @@ pub enum Stack {
     ProcoreAuth,
     /// `ProcoreAuthLayer::without_replay`.
     ProcoreAuthNoReplay,
+    /// `ProcoreAuthLayer` over one manager, as [`Stack::ProcoreAuth`], for requests
+    /// that carry a `u64` in their extensions as [`Stack::ProcoreAuthRegistry`]'s do:
+    /// it separates what the extension costs (each `Request::clone`, here and for
+    /// the replay copy, clones `http::Extensions`) from what the registry costs.
+    ProcoreAuthExtension,
+    /// `ProcoreAuthLayer` (default replay policy) over a `TokenRegistry<u64>` of
+    /// [`REGISTRY_TENANTS`] resident tenants with fresh tokens; each request carries
+    /// its tenant's user id in its extensions (one of the resident tenants).
+    ProcoreAuthRegistry,
 }
+
+/// How many tenants the registry of [`Stack::ProcoreAuthRegistry`] holds (its name
+/// says so too).
+pub const REGISTRY_TENANTS: usize = 1_000;
+const _: () = assert!(REGISTRY_TENANTS == 1_000);
 
 impl Stack {
     /// Every stack, baselines first.
-    pub const ALL: [Stack; 4] = [
+    pub const ALL: [Stack; 6] = [
         Stack::Bare,
         Stack::StaticBearer,
         Stack::ProcoreAuth,
         Stack::ProcoreAuthNoReplay,
+        Stack::ProcoreAuthExtension,
+        Stack::ProcoreAuthRegistry,
     ];
 
     /// A short name for reports.
@@ -47,6 +64,8 @@ impl Stack {
             Stack::StaticBearer => "tower-http AddAuthorization",
             Stack::ProcoreAuth => "ProcoreAuthLayer",
             Stack::ProcoreAuthNoReplay => "ProcoreAuthLayer (no replay)",
+            Stack::ProcoreAuthExtension => "ProcoreAuthLayer (one manager, u64 extension)",
+            Stack::ProcoreAuthRegistry => "ProcoreAuthLayer (registry, 1000 tenants)",
         }
     }
 }
@@ -130,6 +149,29 @@ pub fn run(stack: Stack, shape: Shape, iterations: u64) -> Duration {
             &template,
             iterations,
         ),
+        Stack::ProcoreAuthExtension => {
+            let mut template = template;
+            template
+                .extensions_mut()
+                .insert(registry::user_id(REGISTRY_TENANTS / 2));
+            drive(
+                ProcoreAuthLayer::new(manager()).layer(noop()),
+                &template,
+                iterations,
+            )
+        }
+        Stack::ProcoreAuthRegistry => {
+            let tenants = registry::Fixture::new(REGISTRY_TENANTS);
+            let mut template = template;
+            template
+                .extensions_mut()
+                .insert(tenants.key(REGISTRY_TENANTS / 2));
+            drive(
+                ProcoreAuthLayer::new(tenants.registry().clone()).layer(noop()),
+                &template,
+                iterations,
+            )
+        }
     }
 }
 
@@ -152,4 +194,18 @@ where
         std::hint::black_box(response);
     }
     started.elapsed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stack_sends_every_shape() {
+        for shape in Shape::ALL {
+            for stack in Stack::ALL {
+                run(stack, shape, 10);
+            }
+        }
+    }
 }

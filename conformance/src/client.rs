@@ -13,9 +13,11 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use procore_auth_core::{Error as AuthError, TokenManager, Tokens};
-use procore_auth_reqwest::{auth_error, ProcoreAuthMiddleware};
-use procore_auth_tower::{NoReplay, ProcoreAuth, ProcoreAuthLayer};
+use procore_auth_core::{Error as AuthError, RetryPolicy, TokenManager, Tokens};
+use procore_auth_reqwest::{auth_error, ProcoreAuthMiddleware, ProcoreRetryMiddleware};
+use procore_auth_tower::{
+    NoReplay, ProcoreAuth, ProcoreAuthLayer, ProcoreRetry, ProcoreRetryLayer,
+};
 use tower::{Layer, Service, ServiceExt};
 
 /// One of the adapters under test.
@@ -69,6 +71,8 @@ enum Inner {
 struct TowerServices {
     /// Replays buffered requests (the default `CloneRequest` policy).
     buffered: ProcoreAuth<Recorder<Hyper<Full<Bytes>>>>,
+    /// `buffered` behind a `ProcoreRetryLayer`, if the client retries.
+    retrying: Option<ProcoreRetry<ProcoreAuth<Recorder<Hyper<Full<Bytes>>>>>>,
     /// Streams bodies; a 401 comes back to the caller (`without_replay`).
     streaming: ProcoreAuth<Recorder<Hyper<StreamingBody>>, NoReplay>,
 }
@@ -86,26 +90,44 @@ impl Client {
     /// tenant is the key in its extensions: [`get_as`](Self::get_as)), or
     /// `registry.keyed_by(…)` (a function finds it).
     pub fn with_tokens(adapter: Adapter, tokens: impl Into<Tokens>) -> Self {
-        let tokens = tokens.into();
+        Self::build(adapter, tokens.into(), None)
+    }
+
+    /// [`with_tokens`](Self::with_tokens) with the adapter's retries outside its
+    /// authorization, as the docs recommend: `ProcoreRetryLayer` around the layer, or
+    /// `ProcoreRetryMiddleware` before the middleware (buffered requests only).
+    pub fn with_retries(adapter: Adapter, tokens: impl Into<Tokens>, policy: RetryPolicy) -> Self {
+        Self::build(adapter, tokens.into(), Some(policy))
+    }
+
+    fn build(adapter: Adapter, tokens: Tokens, retry: Option<RetryPolicy>) -> Self {
         let sent = Sent::default();
         let inner = match adapter {
             Adapter::Tower => {
                 let layer = ProcoreAuthLayer::new(tokens);
+                let buffered = layer.clone().layer(Recorder::new(&sent));
                 Inner::Tower(Box::new(TowerServices {
-                    buffered: layer.clone().layer(Recorder::new(&sent)),
+                    retrying: retry
+                        .map(|policy| ProcoreRetryLayer::new(policy).layer(buffered.clone())),
+                    buffered,
                     streaming: layer.without_replay().layer(Recorder::new(&sent)),
                 }))
             }
-            Adapter::Reqwest => Inner::Reqwest(
-                reqwest_middleware::ClientBuilder::new(
-                    procore_auth_reqwest::client_builder()
-                        .build()
-                        .expect("a reqwest client builds"),
+            Adapter::Reqwest => {
+                let client = procore_auth_reqwest::client_builder()
+                    .build()
+                    .expect("a reqwest client builds");
+                let mut builder = reqwest_middleware::ClientBuilder::new(client);
+                if let Some(policy) = retry {
+                    builder = builder.with(ProcoreRetryMiddleware::new(policy));
+                }
+                Inner::Reqwest(
+                    builder
+                        .with(ProcoreAuthMiddleware::new(tokens))
+                        .with(RecordMiddleware(sent.clone()))
+                        .build(),
                 )
-                .with(ProcoreAuthMiddleware::new(tokens))
-                .with(RecordMiddleware(sent.clone()))
-                .build(),
-            ),
+            }
         };
         Self {
             adapter,
@@ -140,7 +162,12 @@ impl Client {
     pub async fn send(&self, request: Request<Bytes>) -> Result<Reply, AuthError> {
         match &self.inner {
             Inner::Tower(tower) => {
-                tower_reply(tower.buffered.clone().oneshot(request.map(Full::new)).await).await
+                let request = request.map(Full::new);
+                let response = match &tower.retrying {
+                    Some(retrying) => retrying.clone().oneshot(request).await,
+                    None => tower.buffered.clone().oneshot(request).await,
+                };
+                tower_reply(response).await
             }
             Inner::Reqwest(client) => {
                 let (request, mut extensions) = reqwest_request(request);

@@ -10,8 +10,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::fault::{ApiFault, TokenFault};
+use crate::rate_limit::{Limits, Window};
 use crate::state::{Config, Owner, Shared, State, OOB_REDIRECT_URI};
-use crate::stats::Stats;
+use crate::stats::{ApiRequest, Stats};
 use crate::user::{UserId, UserRecord, UserStats};
 use crate::{routes, server};
 
@@ -275,8 +276,13 @@ impl Emulator {
         self.with_user(user, |record| record.token_faults.push_back(fault));
     }
 
-    /// Queues a fault: each `/rest/` call takes the oldest queued one. Push `n` times to fault
-    /// the next `n` calls.
+    /// Queues a fault: each `/rest/` call (any method) takes the oldest queued one. Push `n`
+    /// times to fault the next `n` calls. A faulted call counts against no rate-limit budget.
+    ///
+    /// `push_api_fault(ApiFault::Unavailable { retry_after_secs: 2 })` answers the next call
+    /// 503 with `Retry-After: 2`; [`ApiFault::UnavailableHttpDate`] sends the same as an
+    /// HTTP-date. With [`EmulatorBuilder::record_api_log`], [`api_log`](Self::api_log) then shows
+    /// when (on the server's clock) and with which method the client came back.
     pub fn push_api_fault(&self, fault: ApiFault) {
         self.shared.lock().api_faults.push_back(fault);
     }
@@ -318,6 +324,12 @@ impl Emulator {
         self.shared.lock().stats.clone()
     }
 
+    /// Every `/rest/` request so far, in the order they arrived (and were counted against
+    /// their rate limits), when [`EmulatorBuilder::record_api_log`] is on; empty otherwise.
+    pub fn api_log(&self) -> Vec<ApiRequest> {
+        self.shared.lock().api_log.clone()
+    }
+
     /// A consistent snapshot of `user`'s counters (see [`UserStats`] for what counts as the
     /// user's).
     ///
@@ -350,6 +362,9 @@ pub struct EmulatorBuilder {
     floor_issue_times: bool,
     expire_early: Duration,
     users: usize,
+    rate_limit: Option<(u64, Duration)>,
+    spike_limit: Option<(u64, Duration)>,
+    record_api_log: bool,
 }
 
 impl Default for EmulatorBuilder {
@@ -364,6 +379,9 @@ impl Default for EmulatorBuilder {
             floor_issue_times: false,
             expire_early: Duration::ZERO,
             users: 1,
+            rate_limit: None,
+            spike_limit: None,
+            record_api_log: false,
         }
     }
 }
@@ -469,6 +487,61 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Enforces Procore's rate limit: each access token may make `limit` `/rest/` requests per
+    /// `window` (millisecond precision; a zero window counts as 1 ms), in fixed windows. A
+    /// token's window starts at its first API request and ends exactly `window` later; the
+    /// next window starts at its first request after that. Requests without a token the
+    /// server knows (none, or an unknown one) share one anonymous budget, as a per-address
+    /// limit would on loopback; a known token keeps its budget when it expires or is revoked,
+    /// and a refreshed token starts with a fresh one.
+    ///
+    /// Every `/rest/` response carries `X-Rate-Limit-Limit: <limit>`,
+    /// `X-Rate-Limit-Remaining` (requests left in the window **after** this one) and
+    /// `X-Rate-Limit-Reset` (the window's end in Unix seconds, **rounded up**: a request
+    /// arriving at or after that second is always in a new window). The request after the
+    /// `limit`-th in a window is answered 429 with the same headers (`Remaining: 0`),
+    /// `Retry-After` (seconds until the window ends, rounded up) and a JSON body
+    /// `{"errors":"You have surpassed the max number of requests for an hour. …"}`.
+    ///
+    /// 429s do not count against the budget (nor against the [spike
+    /// limit](Self::spike_limit)): a client that keeps sending while limited does not push
+    /// its reset back. Every other request counts, whatever its answer (401, 403 and 404
+    /// included), except scripted [`ApiFault`]s, which answer in front of the limiter. The
+    /// limiter runs before the token check: an over-limit request with an expired token gets
+    /// 429, not 401.
+    ///
+    /// Without this knob each token still has its own budget of 3600 per hour, reported the
+    /// same way but in windows aligned to the clock (the reset is the next full hour) and
+    /// never enforced: `X-Rate-Limit-Remaining` stops at 0 and requests are served.
+    pub fn rate_limit(mut self, limit: u64, window: Duration) -> Self {
+        self.rate_limit = Some((limit, window));
+        self
+    }
+
+    /// Enforces a spike limit: each access token (and the anonymous budget, as for
+    /// [`rate_limit`](Self::rate_limit)) may make at most `limit` `/rest/` requests in any
+    /// sliding `window` (millisecond precision; a zero window counts as 1 ms). A request that
+    /// would exceed it is answered 429 with `Retry-After` (seconds until the oldest counted
+    /// request leaves the window, rounded up) and the same JSON body. Procore documents no
+    /// headers of its own for spike limits, so the `X-Rate-Limit-*` headers keep describing
+    /// the main window ([`rate_limit`](Self::rate_limit), or the default hourly one), whose
+    /// `Remaining` may well be above 0. 429s are not counted; the main limit is checked
+    /// first.
+    ///
+    /// Counted in [`Stats::rate_limited_served`] and [`Stats::spike_limited_served`].
+    pub fn spike_limit(mut self, limit: u64, window: Duration) -> Self {
+        self.spike_limit = Some((limit, window));
+        self
+    }
+
+    /// Records every `/rest/` request (method, path, status, arrival time on the emulator's
+    /// clock, user) for [`Emulator::api_log`] (default: off). The log grows by one entry per
+    /// request and is never trimmed: keep it off for long soak runs.
+    pub fn record_api_log(mut self, record: bool) -> Self {
+        self.record_api_log = record;
+        self
+    }
+
     /// Registers another client. The default client stays registered and cannot be replaced.
     pub fn client(mut self, id: impl Into<String>, secret: impl Into<String>) -> Self {
         self.clients.push((id.into(), secret.into()));
@@ -515,6 +588,18 @@ impl EmulatorBuilder {
             forbidden_company: self.forbidden_company,
             floor_issue_times: self.floor_issue_times,
             expire_early_millis: crate::state::millis(self.expire_early),
+            limits: Limits {
+                main: self
+                    .rate_limit
+                    .map_or(Limits::default().main, |(limit, window)| {
+                        Window::new(limit, window)
+                    }),
+                enforced: self.rate_limit.is_some(),
+                spike: self
+                    .spike_limit
+                    .map(|(limit, window)| Window::new(limit, window)),
+            },
+            record_api_log: self.record_api_log,
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -64,7 +64,10 @@ impl TokenFault {
 /// What the next call to a `/rest/` route does instead of answering normally.
 ///
 /// Queue faults with [`Emulator::push_api_fault`](crate::Emulator::push_api_fault); each API call
-/// takes the oldest queued fault before its token is even looked at.
+/// (any method, any `/rest/` path) takes the oldest queued fault before its token is even looked
+/// at. Faults answer in front of the rate limiter: the call counts against no budget (nor does
+/// it start a window), and the response carries the `X-Rate-Limit-*` headers of the presented
+/// token's budget as it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ApiFault {
@@ -73,10 +76,26 @@ pub enum ApiFault {
         /// The `Retry-After` value, in seconds.
         retry_after_secs: u64,
     },
-    /// Answer 503 with `Retry-After: <retry_after_secs>`.
+    /// Answer 503 with `Retry-After: <retry_after_secs>` (delay-seconds), as Procore does
+    /// under heavy load.
     Unavailable {
         /// The `Retry-After` value, in seconds.
         retry_after_secs: u64,
+    },
+    /// Answer 503 with `Retry-After` as an HTTP-date (RFC 9110 IMF-fixdate, e.g.
+    /// `Sun, 06 Nov 1994 08:49:37 GMT`): the instant the call arrived, on the emulator's
+    /// clock, plus `retry_after_secs`, **rounded up** to the whole second, so a client that
+    /// waits until that date waits at least `retry_after_secs`.
+    UnavailableHttpDate {
+        /// How far after the call the date is, in seconds (before rounding up).
+        retry_after_secs: u64,
+    },
+    /// Answer 503 with exactly this `Retry-After` value, or none: for a client's handling of
+    /// missing or malformed values. A value that is not a valid header value (control
+    /// characters) is sent as no header.
+    UnavailableRaw {
+        /// The `Retry-After` header's value; `None` sends no `Retry-After`.
+        retry_after: Option<String>,
     },
     /// Answer 401 once, even for a valid token (counted in
     /// [`Stats::unauthorized_served`](crate::Stats::unauthorized_served)).

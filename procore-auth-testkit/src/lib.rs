@@ -6,8 +6,10 @@
 //! protected API under `/rest/v1.0/`. It follows Procore's rules, most importantly single-use
 //! refresh tokens that are burned even when the refresh call fails, and it can script the faults
 //! a real deployment produces: 5xx, 429 with `Retry-After`, hangs, garbled or huge bodies,
-//! `invalid_grant`, and a refresh whose response is lost after the token was rotated.
-//! [`Emulator::stats`] reports what the server saw, so tests can assert on it.
+//! `invalid_grant`, and a refresh whose response is lost after the token was rotated. It can
+//! enforce Procore's per-token rate limits with the real headers (see [Rate
+//! limits](#rate-limits)). [`Emulator::stats`] reports what the server saw, and
+//! [`Emulator::api_log`] when each API request arrived, so tests can assert on it.
 //!
 //! Each emulator is independent (its own port and state), so many can run in parallel in one
 //! test binary; dropping it shuts the server down.
@@ -50,9 +52,11 @@
 //! | `POST`/`PUT`/`PATCH /rest/v1.0/echo` | answers with the request body and its `Content-Type` |
 //! | `GET /rest/v1.0/files/{id}` | 302 to [`Emulator::alternate_host_url`]`/storage/{id}` (another host name, same server) |
 //! | `GET /storage/{id}` | the file's bytes; counts requests and those carrying `Authorization` |
+//! | any `/rest/` route, any method | first a scripted [`ApiFault`] if one is queued (429, 503 with `Retry-After` in seconds or as an HTTP-date, 401), then the presented token's rate limits (429 with `Retry-After` when [`EmulatorBuilder::rate_limit`] or [`EmulatorBuilder::spike_limit`] is exceeded), then the bearer and company checks below |
 //!
 //! Every `/rest/` response carries `X-Rate-Limit-Limit`, `X-Rate-Limit-Remaining` and
-//! `X-Rate-Limit-Reset`, and echoes the request's `Procore-Company-Id` header. A missing, unknown,
+//! `X-Rate-Limit-Reset` for the presented token's budget (see [Rate limits](#rate-limits)),
+//! and echoes the request's `Procore-Company-Id` header. A missing, unknown,
 //! expired or revoked bearer gets 401 `{"errors":"…","authorization_received":<bool>}` (the last
 //! field is the emulator's, so tests can see whether a client sent a token to a host it should
 //! not trust); a `Procore-Company-Id` equal to
@@ -139,6 +143,86 @@
 //! [`Emulator::expire_all_tokens`] expires every token issued so far at once,
 //! [`Emulator::expire_tokens_of`] those of one user.
 //!
+//! # Rate limits
+//!
+//! Procore limits requests per access token (3600 per 60-minute window by default) and
+//! reports the budget on every response. The emulator keeps a budget per access token it
+//! issued (requests without a token it knows share one anonymous budget), so two users', or
+//! one user's two tokens, never share a limit:
+//!
+//! * **Without a knob**, each token reports 3600 per hour in windows aligned to the hour
+//!   (`X-Rate-Limit-Reset` is the next full hour), counting down to 0, and nothing is
+//!   enforced: no request is ever answered 429 by the limiter.
+//! * [`EmulatorBuilder::rate_limit`]`(limit, window)` enforces fixed windows that start at
+//!   the token's first API request and end exactly `window` later. `X-Rate-Limit-Remaining`
+//!   is what is left **after** this request; `X-Rate-Limit-Reset` is the window's end in Unix
+//!   seconds **rounded up**, so a client that waits until that second always finds a new
+//!   window. Over the limit: 429 with the same headers, `Retry-After` (seconds to the end,
+//!   rounded up) and a JSON body. 429s do not count against the budget; every other
+//!   answer does, except scripted [`ApiFault`]s.
+//! * [`EmulatorBuilder::spike_limit`]`(limit, window)` adds a sliding window per token: over
+//!   it, 429 with `Retry-After`, while the `X-Rate-Limit-*` headers keep describing the main
+//!   window (Procore documents no spike headers).
+//! * Scripted 503s ([`ApiFault::Unavailable`], [`ApiFault::UnavailableHttpDate`],
+//!   [`ApiFault::UnavailableRaw`]) play Procore under heavy load; each applies to the next
+//!   API request, whatever its method.
+//!
+//! [`Stats::rate_limited_served`], [`Stats::spike_limited_served`],
+//! [`Stats::service_unavailable_served`] and [`UserStats::rate_limited_served`] count the
+//! refusals. With [`EmulatorBuilder::record_api_log`], [`Emulator::api_log`] lists every API
+//! request with its method, path, status and arrival time on the server's clock: enough to
+//! check that a client came back no sooner than a `Retry-After` allowed, or did not retry a
+//! `POST`, without timing the client.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::time::Duration;
+//!
+//! use procore_auth_testkit::{ApiFault, Emulator};
+//!
+//! let emulator = Emulator::builder()
+//!     .rate_limit(2, Duration::from_secs(60))
+//!     .record_api_log(true)
+//!     .start()
+//!     .await;
+//! let token = emulator.issue_token().access_token;
+//! let http = reqwest::Client::new();
+//! let me = || {
+//!     http.get(format!("{}/rest/v1.0/me", emulator.base_url()))
+//!         .bearer_auth(&token)
+//!         .send()
+//! };
+//! let header = |response: &reqwest::Response, name: &str| {
+//!     response.headers()[name].to_str().unwrap().to_owned()
+//! };
+//!
+//! let first = me().await.unwrap();
+//! assert_eq!(first.status(), 200);
+//! assert_eq!(header(&first, "x-rate-limit-limit"), "2");
+//! assert_eq!(header(&first, "x-rate-limit-remaining"), "1");
+//! assert_eq!(me().await.unwrap().status(), 200);
+//!
+//! let limited = me().await.unwrap();
+//! assert_eq!(limited.status(), 429);
+//! assert_eq!(header(&limited, "x-rate-limit-remaining"), "0");
+//! assert_eq!(header(&limited, "x-rate-limit-reset"), header(&first, "x-rate-limit-reset"));
+//! let retry_after: u64 = header(&limited, "retry-after").parse().unwrap();
+//! assert!((59..=60).contains(&retry_after));
+//!
+//! // A scripted 503 answers in front of the limiter, with its own Retry-After.
+//! emulator.push_api_fault(ApiFault::Unavailable { retry_after_secs: 2 });
+//! let unavailable = me().await.unwrap();
+//! assert_eq!(unavailable.status(), 503);
+//! assert_eq!(header(&unavailable, "retry-after"), "2");
+//!
+//! let stats = emulator.stats();
+//! assert_eq!((stats.rate_limited_served, stats.service_unavailable_served), (1, 1));
+//! let statuses: Vec<u16> = emulator.api_log().iter().map(|r| r.status).collect();
+//! assert_eq!(statuses, [200, 200, 429, 503]);
+//! # }
+//! ```
+//!
 //! # Slow responses
 //!
 //! [`EmulatorBuilder::latency`] holds a route's responses back **after** the request took
@@ -150,6 +234,7 @@
 mod emulator;
 mod fault;
 mod params;
+mod rate_limit;
 mod redis_server;
 mod routes;
 mod server;
@@ -161,5 +246,5 @@ mod user;
 pub use emulator::{Emulator, EmulatorBuilder, Route, TokenGrant};
 pub use fault::{ApiFault, TokenFault};
 pub use redis_server::{RedisServer, RedisServerBuilder};
-pub use stats::Stats;
+pub use stats::{ApiRequest, Stats};
 pub use user::{UserId, UserStats};

@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use crate::emulator::{Route, TokenGrant};
 use crate::fault::{ApiFault, TokenFault};
 use crate::params::Params;
-use crate::stats::Stats;
+use crate::rate_limit::{Budget, Limits};
+use crate::stats::{ApiRequest, Stats};
 use crate::token;
 use crate::user::{UserId, UserRecord, Users};
 
@@ -65,6 +66,10 @@ pub(crate) struct Config {
     pub(crate) floor_issue_times: bool,
     /// Access tokens really expire this many milliseconds before they claim to.
     pub(crate) expire_early_millis: i64,
+    /// The per-token rate limits of the `/rest/` routes.
+    pub(crate) limits: Limits,
+    /// Whether `/rest/` requests are recorded in [`State::api_log`].
+    pub(crate) record_api_log: bool,
 }
 
 impl Config {
@@ -264,6 +269,8 @@ struct AccessRecord {
     revoked: bool,
     /// Set by [`State::expire_all`].
     expired: bool,
+    /// The token's rate-limit budget.
+    budget: Budget,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,6 +299,10 @@ pub(crate) struct State {
     pub(crate) token_faults: VecDeque<TokenFault>,
     pub(crate) api_faults: VecDeque<ApiFault>,
     pub(crate) stats: Stats,
+    /// The rate-limit budget shared by `/rest/` requests without a token the server knows.
+    anonymous_budget: Budget,
+    /// Every `/rest/` request, when recording is on.
+    pub(crate) api_log: Vec<ApiRequest>,
 }
 
 impl State {
@@ -308,6 +319,15 @@ impl State {
             GrantType::RefreshToken => self.refresh.get(params.get("refresh_token")?)?.owner.user(),
             GrantType::AuthorizationCode => Some(self.codes.get(params.get("code")?)?.user),
             GrantType::ClientCredentials => None,
+        }
+    }
+
+    /// The rate-limit budget of a request presenting `access_token`: the token's own if the
+    /// server knows it (whatever its state), else the one shared by anonymous requests.
+    pub(crate) fn budget_mut(&mut self, access_token: Option<&str>) -> &mut Budget {
+        match access_token.and_then(|token| self.access.get_mut(token)) {
+            Some(record) => &mut record.budget,
+            None => &mut self.anonymous_budget,
         }
     }
 
@@ -375,6 +395,7 @@ impl State {
                 refresh_token: refresh_token.clone(),
                 revoked: false,
                 expired: false,
+                budget: Budget::default(),
             },
         );
         if let Some(record) = owner.user().and_then(|user| self.users.get_mut(user)) {
@@ -588,6 +609,8 @@ pub(crate) struct Shared {
     shutdown: watch::Receiver<bool>,
     /// `http://localhost:PORT`, where file downloads are redirected.
     pub(crate) alternate_host_url: String,
+    /// When the server started, Unix milliseconds on the emulator's clock.
+    pub(crate) started_at_millis: i64,
 }
 
 impl Shared {
@@ -596,11 +619,13 @@ impl Shared {
         shutdown: watch::Receiver<bool>,
         alternate_host_url: String,
     ) -> Self {
+        let started_at_millis = config.now_millis();
         Self {
             config,
             state: Mutex::new(State::default()),
             shutdown,
             alternate_host_url,
+            started_at_millis,
         }
     }
 
@@ -654,6 +679,8 @@ mod tests {
             forbidden_company: None,
             floor_issue_times: false,
             expire_early_millis: 0,
+            limits: Limits::default(),
+            record_api_log: false,
         }
     }
 

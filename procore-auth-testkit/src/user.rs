@@ -75,6 +75,11 @@ pub struct UserStats {
     /// 401 responses served by the `/rest/` routes and `/oauth/token/info` to calls that
     /// presented one of the user's access tokens.
     pub unauthorized_served: u64,
+    /// 429 responses served by the `/rest/` routes to calls that presented one of the user's
+    /// access tokens (rate limit, spike limit or scripted
+    /// [`ApiFault::RateLimited`](crate::ApiFault::RateLimited)). Each token has its own
+    /// budget: the user's other tokens, and other users', are unaffected.
+    pub rate_limited_served: u64,
 }
 
 /// One user and what the server keeps about them.

@@ -4,8 +4,8 @@
 //! shared machine the way times do.
 //!
 //! `instructions <group> <variant index> <N>`, groups: `read` ([`Reader::ALL`]),
-//! `tower-empty` / `tower-typical` ([`Stack::ALL`]), `reqwest` ([`Chain::ALL`]);
-//! `instructions list` names the variants.
+//! `tower-empty` / `tower-typical` ([`Stack::ALL`], the registry of 1 000 tenants and
+//! one manager with the registry's request among them), `reqwest` ([`Chain::ALL`]); `instructions list` names the variants.
 
 use procore_auth_benches::reqwest_overhead::{self, Chain};
 use procore_auth_benches::token_read::{Fixture, Reader};

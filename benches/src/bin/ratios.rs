@@ -3,8 +3,9 @@
 //! (10–25 % between criterion groups run one after another) cancels out of ratios
 //! taken this way.
 //!
-//! `cargo run --release -p procore-auth-benches --bin ratios -- [--rounds N]`
-//! (default 30 rounds). Prints a Markdown table.
+//! `cargo run --release -p procore-auth-benches --bin ratios -- [--rounds N] [--only TEXT]`
+//! (default 30 rounds; `--only tower` runs only the groups whose name contains
+//! `tower`). Prints a Markdown table.
 #![allow(clippy::disallowed_methods)] // a benchmark measures wall time
 
 use std::collections::BTreeMap;
@@ -48,10 +49,16 @@ fn variants() -> Vec<Variant> {
     for shape in Shape::ALL {
         for stack in Stack::ALL {
             const REQUESTS: u64 = 100_000;
+            // The registry (and the same request over one manager) is compared with
+            // the same layer over one manager.
+            let baseline = match stack {
+                Stack::ProcoreAuthRegistry | Stack::ProcoreAuthExtension => Stack::ProcoreAuth,
+                _ => Stack::StaticBearer,
+            };
             variants.push(Variant {
                 group: format!("tower, {}, ns per request", shape.name()),
                 name: stack.name(),
-                baseline: Stack::StaticBearer.name(),
+                baseline: baseline.name(),
                 run: Box::new(move || {
                     per_unit(tower_overhead::run(stack, shape, REQUESTS), REQUESTS)
                 }),
@@ -111,13 +118,18 @@ fn median(samples: &mut [f64]) -> f64 {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut rounds = 30;
+    let mut only = None;
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
             ("--rounds", Some(n)) => rounds = n.parse().expect("--rounds takes a number"),
-            _ => panic!("usage: ratios [--rounds N]"),
+            ("--only", Some(text)) => only = Some(text),
+            _ => panic!("usage: ratios [--rounds N] [--only TEXT]"),
         }
     }
-    let variants = variants();
+    let mut variants = variants();
+    if let Some(only) = only {
+        variants.retain(|variant| variant.group.contains(&only));
+    }
     let mut samples = vec![Vec::with_capacity(rounds); variants.len()];
     // Warm up once, untimed.
     for variant in &variants {

@@ -10,6 +10,7 @@
 mod attach;
 mod cancellation;
 mod expiry;
+mod rate_limits;
 mod redirects;
 mod rejection;
 mod store;

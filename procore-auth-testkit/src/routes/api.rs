@@ -1,6 +1,7 @@
 //! The protected API under `/rest/`, and the off-host file storage.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Request, State};
@@ -14,20 +15,23 @@ use axum::response::{IntoResponse, Response};
 use super::{bearer, json};
 use crate::emulator::Route;
 use crate::fault::ApiFault;
+use crate::rate_limit::{ceil_secs, http_date, Admission, Exceeded};
 use crate::state::{
-    unix_secs, LiveToken, Owner, Shared, TokenRejection, SERVICE_ACCOUNT_ID, SERVICE_ACCOUNT_LOGIN,
-    SERVICE_ACCOUNT_NAME,
+    LiveToken, Owner, Shared, State as EmulatorState, TokenRejection, SERVICE_ACCOUNT_ID,
+    SERVICE_ACCOUNT_LOGIN, SERVICE_ACCOUNT_NAME,
 };
+use crate::stats::ApiRequest;
+use crate::user::UserId;
 
 const PROCORE_COMPANY_ID: HeaderName = HeaderName::from_static("procore-company-id");
 const RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("x-rate-limit-limit");
 const RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("x-rate-limit-remaining");
 const RATE_LIMIT_RESET: HeaderName = HeaderName::from_static("x-rate-limit-reset");
-/// Requests allowed per rate-limit window (Procore's default: 3600 an hour).
-const RATE_LIMIT: u64 = 3600;
-const RATE_LIMIT_WINDOW_SECS: i64 = 3600;
 /// The company listed by `/rest/v1.0/companies` (ids can exceed 32 bits).
 const COMPANY_ID: u64 = 5_000_000_000_123;
+/// Procore's 429 body text (for the hourly and the spike limit alike).
+const RATE_LIMITED_MESSAGE: &str =
+    "You have surpassed the max number of requests for an hour. Please wait until your limit resets.";
 
 /// What the gate decided about an API call.
 #[derive(Debug)]
@@ -38,8 +42,9 @@ enum Verdict {
     Refuse(Response),
 }
 
-/// Runs before every `/rest/` handler: counts the call, applies a scripted fault, checks the
-/// bearer token and the company, then decorates the response with Procore's headers.
+/// Runs before every `/rest/` handler: counts the call, applies a scripted fault, then the
+/// presented token's rate limits, checks the bearer token and the company, then decorates the
+/// response with Procore's headers.
 pub(super) async fn gate(
     State(shared): State<Arc<Shared>>,
     mut request: Request,
@@ -47,46 +52,69 @@ pub(super) async fn gate(
 ) -> Response {
     let company = request.headers().get(&PROCORE_COMPANY_ID).cloned();
     let authorization_received = request.headers().contains_key(AUTHORIZATION);
-    let now_millis = shared.now_millis();
-    let now = unix_secs(now_millis);
-    let (verdict, remaining) = {
+    let limits = shared.config.limits;
+    let (verdict, report, log_index) = {
         let mut state = shared.lock();
+        // Read under the lock, so that arrival times follow the order requests are counted in.
+        let now_millis = shared.now_millis();
         state.stats.api_calls += 1;
+        let token = bearer(request.headers());
         // The user whose token this is (live or not), for the per-user counters.
-        let user = bearer(request.headers()).and_then(|token| state.access_user(token));
+        let user = token.and_then(|token| state.access_user(token));
         if let Some(record) = user.and_then(|user| state.user_mut(user)) {
             record.stats.api_calls += 1;
         }
-        let remaining = RATE_LIMIT.saturating_sub(state.stats.api_calls);
-        let verdict = if let Some(fault) = state.api_faults.pop_front() {
-            Verdict::Refuse(fault_response(&fault, authorization_received))
+        let log_index = shared.config.record_api_log.then(|| {
+            let at = now_millis.saturating_sub(shared.started_at_millis).max(0);
+            state.api_log.push(ApiRequest {
+                method: request.method().as_str().to_owned(),
+                path: request.uri().path().to_owned(),
+                status: 0,
+                at: Duration::from_millis(u64::try_from(at).unwrap_or(0)),
+                user,
+            });
+            state.api_log.len() - 1
+        });
+        let (verdict, report) = if let Some(fault) = state.api_faults.pop_front() {
+            let report = state.budget_mut(token).report(&limits, now_millis);
+            let response = fault_response(&fault, authorization_received, now_millis);
+            (Verdict::Refuse(response), report)
         } else {
-            let live = bearer(request.headers())
-                .ok_or(TokenRejection::Unknown)
-                .and_then(|token| state.check_access(token, now_millis));
-            match (live, company_id(company.as_ref())) {
-                (Err(rejection), _) => {
-                    Verdict::Refuse(unauthorized(rejection.message(), authorization_received))
+            match state.budget_mut(token).admit(&limits, now_millis) {
+                Admission::Limited {
+                    report,
+                    retry_after_secs,
+                    exceeded,
+                } => {
+                    if exceeded == Exceeded::Spike {
+                        state.stats.spike_limited_served += 1;
+                    }
+                    (Verdict::Refuse(rate_limited(retry_after_secs)), report)
                 }
-                (Ok(_), Some(company)) if shared.config.forbidden_company == Some(company) => {
-                    Verdict::Refuse(forbidden_response(company))
+                Admission::Allowed(report) => {
+                    let live = token
+                        .ok_or(TokenRejection::Unknown)
+                        .and_then(|token| state.check_access(token, now_millis));
+                    let verdict = match (live, company_id(company.as_ref())) {
+                        (Err(rejection), _) => Verdict::Refuse(unauthorized(
+                            rejection.message(),
+                            authorization_received,
+                        )),
+                        (Ok(_), Some(company))
+                            if shared.config.forbidden_company == Some(company) =>
+                        {
+                            Verdict::Refuse(forbidden_response(company))
+                        }
+                        (Ok(live), _) => Verdict::Pass(live),
+                    };
+                    (verdict, report)
                 }
-                (Ok(live), _) => Verdict::Pass(live),
             }
         };
         if let Verdict::Refuse(response) = &verdict {
-            match response.status() {
-                StatusCode::UNAUTHORIZED => {
-                    state.stats.unauthorized_served += 1;
-                    if let Some(record) = user.and_then(|user| state.user_mut(user)) {
-                        record.stats.unauthorized_served += 1;
-                    }
-                }
-                StatusCode::FORBIDDEN => state.stats.forbidden_served += 1,
-                _ => {}
-            }
+            count_refusal(&mut state, response.status(), user);
         }
-        (verdict, remaining)
+        (verdict, report, log_index)
     };
 
     let mut response = match verdict {
@@ -96,22 +124,56 @@ pub(super) async fn gate(
         }
         Verdict::Refuse(response) => response,
     };
+    if let Some(index) = log_index {
+        if let Some(entry) = shared.lock().api_log.get_mut(index) {
+            entry.status = response.status().as_u16();
+        }
+    }
     shared.delay(Route::Api).await;
 
     let headers = response.headers_mut();
     let remaining = if headers.contains_key(&RATE_LIMIT_REMAINING) {
         0 // a scripted 429 already says it
     } else {
-        remaining
+        report.remaining
     };
-    let window_end =
-        (now - now.rem_euclid(RATE_LIMIT_WINDOW_SECS)).saturating_add(RATE_LIMIT_WINDOW_SECS);
-    headers.insert(RATE_LIMIT_LIMIT, HeaderValue::from(RATE_LIMIT));
+    headers.insert(RATE_LIMIT_LIMIT, HeaderValue::from(report.limit));
     headers.insert(RATE_LIMIT_REMAINING, HeaderValue::from(remaining));
-    headers.insert(RATE_LIMIT_RESET, HeaderValue::from(window_end));
+    headers.insert(RATE_LIMIT_RESET, HeaderValue::from(report.reset));
     if let Some(company) = company {
         headers.insert(PROCORE_COMPANY_ID, company);
     }
+    response
+}
+
+/// Counts a response the gate answered, overall and for the token's user.
+fn count_refusal(state: &mut EmulatorState, status: StatusCode, user: Option<UserId>) {
+    let stats = &mut state.stats;
+    match status {
+        StatusCode::UNAUTHORIZED => stats.unauthorized_served += 1,
+        StatusCode::FORBIDDEN => stats.forbidden_served += 1,
+        StatusCode::TOO_MANY_REQUESTS => stats.rate_limited_served += 1,
+        StatusCode::SERVICE_UNAVAILABLE => stats.service_unavailable_served += 1,
+        _ => {}
+    }
+    if let Some(record) = user.and_then(|user| state.user_mut(user)) {
+        match status {
+            StatusCode::UNAUTHORIZED => record.stats.unauthorized_served += 1,
+            StatusCode::TOO_MANY_REQUESTS => record.stats.rate_limited_served += 1,
+            _ => {}
+        }
+    }
+}
+
+/// A 429 from the rate limiter or the spike limit: Procore's message, `Retry-After` in seconds.
+fn rate_limited(retry_after_secs: u64) -> Response {
+    let mut response = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        serde_json::json!({ "errors": RATE_LIMITED_MESSAGE }),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
     response
 }
 
@@ -137,16 +199,33 @@ fn forbidden_response(company: u64) -> Response {
     )
 }
 
-fn fault_response(fault: &ApiFault, authorization_received: bool) -> Response {
+fn fault_response(fault: &ApiFault, authorization_received: bool, now_millis: i64) -> Response {
     let (status, retry_after, message) = match fault {
         ApiFault::RateLimited { retry_after_secs } => (
             StatusCode::TOO_MANY_REQUESTS,
-            Some(*retry_after_secs),
+            Some(HeaderValue::from(*retry_after_secs)),
             "Rate limit exceeded",
         ),
         ApiFault::Unavailable { retry_after_secs } => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Some(*retry_after_secs),
+            Some(HeaderValue::from(*retry_after_secs)),
+            "Service unavailable",
+        ),
+        ApiFault::UnavailableHttpDate { retry_after_secs } => {
+            let delay_millis =
+                i64::try_from(retry_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            let date = http_date(ceil_secs(now_millis.saturating_add(delay_millis)));
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                HeaderValue::try_from(date).ok(),
+                "Service unavailable",
+            )
+        }
+        ApiFault::UnavailableRaw { retry_after } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            retry_after
+                .as_deref()
+                .and_then(|value| HeaderValue::try_from(value).ok()),
             "Service unavailable",
         ),
         ApiFault::Unauthorized => {
@@ -154,10 +233,8 @@ fn fault_response(fault: &ApiFault, authorization_received: bool) -> Response {
         }
     };
     let mut response = json(status, serde_json::json!({ "errors": message }));
-    if let Some(secs) = retry_after {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    if let Some(value) = retry_after {
+        response.headers_mut().insert(RETRY_AFTER, value);
     }
     if status == StatusCode::TOO_MANY_REQUESTS {
         response

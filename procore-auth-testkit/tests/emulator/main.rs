@@ -6,6 +6,7 @@ mod expiry;
 mod faults;
 mod lifecycle;
 mod oauth;
+mod rate_limits;
 mod users;
 
 use procore_auth_testkit::Emulator;
