@@ -66,13 +66,15 @@ enum Inner {
     Reqwest(reqwest_middleware::ClientWithMiddleware),
 }
 
+type Buffered = ProcoreAuth<Recorder<Hyper<Full<Bytes>>>>;
+
 /// One layered service per request body type.
 #[derive(Clone, Debug)]
 struct TowerServices {
     /// Replays buffered requests (the default `CloneRequest` policy).
-    buffered: ProcoreAuth<Recorder<Hyper<Full<Bytes>>>>,
+    buffered: Buffered,
     /// `buffered` behind a `ProcoreRetryLayer`, if the client retries.
-    retrying: Option<ProcoreRetry<ProcoreAuth<Recorder<Hyper<Full<Bytes>>>>>>,
+    retrying: Option<ProcoreRetry<Buffered>>,
     /// Streams bodies; a 401 comes back to the caller (`without_replay`).
     streaming: ProcoreAuth<Recorder<Hyper<StreamingBody>>, NoReplay>,
 }
