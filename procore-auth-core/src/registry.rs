@@ -203,7 +203,9 @@ where
     }
 
     /// Keeps about this many tenants' managers in memory (default
-    /// [`DEFAULT_MAX_RESIDENT`]; at least 1), plus those in use.
+    /// [`DEFAULT_MAX_RESIDENT`]; at least 1), plus those in use. About: the cache
+    /// spreads tenants over shards that fill unevenly, so evictions may begin a few
+    /// percent before `tenants` are resident; allow headroom.
     pub fn max_resident(mut self, tenants: usize) -> Self {
         self.max_resident = tenants.max(1);
         self
