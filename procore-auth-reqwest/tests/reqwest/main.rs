@@ -6,6 +6,7 @@
 //! `procore-auth-conformance` package and run through this middleware there.
 
 mod redirects;
+mod retry;
 mod secrets;
 mod soak;
 

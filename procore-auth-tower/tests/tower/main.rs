@@ -18,6 +18,7 @@ use procore_auth_tower::{ProcoreAuthLayer, TowerTransport};
 use tower::{Layer, ServiceExt};
 
 mod redirects;
+mod retry;
 mod transport;
 
 fn http_client() -> Client<HttpConnector, Full<Bytes>> {
