@@ -69,6 +69,40 @@ impl Environment {
         Self::builtin("https://login.procoregov.com", "https://api.procoregov.com")
     }
 
+    /// The environment a name or URL designates: `production`, `sandbox` (the
+    /// developer sandbox), `monthly-sandbox`, `federal`, or an `http(s)://` base URL
+    /// ([`custom`](Self::custom)). Names are case-insensitive.
+    ///
+    /// ```
+    /// use procore_auth_core::Environment;
+    ///
+    /// assert_eq!(Environment::named("sandbox")?.api_base(), "https://sandbox.procore.com");
+    /// assert_eq!(Environment::named("http://127.0.0.1:8080")?.api_base(), "http://127.0.0.1:8080");
+    /// assert!(Environment::named("staging").is_err());
+    /// # Ok::<(), procore_auth_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for any other name, or a URL [`custom`](Self::custom) refuses.
+    pub fn named(name: &str) -> Result<Self, Error> {
+        let name = name.trim();
+        match name.to_ascii_lowercase().as_str() {
+            "production" | "prod" => Ok(Self::production()),
+            "sandbox" | "developer-sandbox" => Ok(Self::developer_sandbox()),
+            "monthly-sandbox" | "monthly" => Ok(Self::monthly_sandbox()),
+            "federal" | "gov" => Ok(Self::federal()),
+            lower if lower.starts_with("http://") || lower.starts_with("https://") => {
+                Self::custom(name)
+            }
+            _ => Err(Error::Config(format!(
+                "unknown Procore environment {:?}: expected production, sandbox, \
+                 monthly-sandbox, federal or an http(s) URL",
+                crate::error::server_text(name, &[])
+            ))),
+        }
+    }
+
     /// A custom environment where the OAuth endpoints and the API share one base URL,
     /// such as a local emulator or a proxy.
     ///

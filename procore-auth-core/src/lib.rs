@@ -99,7 +99,10 @@ pub use manager::{
     BearerFuture, Jitter, Metrics, RejectedFuture, TokenManager, TokenManagerBuilder,
     DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_STORE_RECHECK,
 };
-pub use oauth::{AuthorizationRequest, OAuthClient, Revocable, TokenApplication, TokenInfo};
+pub use oauth::{
+    AuthorizationRequest, OAuthClient, Revocable, TokenApplication, TokenInfo, ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET, ENV_ENVIRONMENT,
+};
 pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};
 pub use rate_limit::{
     RateLimit, RateLimitPolicy, X_RATE_LIMIT_LIMIT, X_RATE_LIMIT_REMAINING, X_RATE_LIMIT_RESET,

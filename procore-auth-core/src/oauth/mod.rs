@@ -38,7 +38,7 @@ pub use authorize::AuthorizationRequest;
 pub use response::{TokenApplication, TokenInfo};
 
 use crate::secret::{AccessToken, AuthorizationCode, ClientSecret, RefreshToken};
-use crate::Environment;
+use crate::{Environment, Error};
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
@@ -61,6 +61,13 @@ pub struct OAuthClient {
     client_secret: ClientSecret,
 }
 
+/// The variable [`OAuthClient::from_env`] reads the client id from.
+pub const ENV_CLIENT_ID: &str = "PROCORE_CLIENT_ID";
+/// The variable [`OAuthClient::from_env`] reads the client secret from.
+pub const ENV_CLIENT_SECRET: &str = "PROCORE_CLIENT_SECRET";
+/// The variable [`OAuthClient::from_env`] reads the environment's name or URL from.
+pub const ENV_ENVIRONMENT: &str = "PROCORE_ENVIRONMENT";
+
 impl OAuthClient {
     /// A client for the application registered with `client_id` / `client_secret`.
     pub fn new(
@@ -73,6 +80,35 @@ impl OAuthClient {
             client_id: client_id.into(),
             client_secret,
         }
+    }
+
+    /// The client configured by the environment, as Procore's other SDKs read it:
+    /// `PROCORE_CLIENT_ID`, `PROCORE_CLIENT_SECRET`, and `PROCORE_ENVIRONMENT` (a name
+    /// or URL for [`Environment::named`]; production when unset).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the variable that is missing, not Unicode, or invalid
+    /// (never its value when it is the secret).
+    pub fn from_env() -> Result<Self, Error> {
+        let read = |name: &str| match std::env::var(name) {
+            Ok(value) if !value.trim().is_empty() => Ok(Some(value)),
+            Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err(Error::Config(format!("{name} is not valid Unicode")))
+            }
+        };
+        let required =
+            |name: &str| read(name)?.ok_or_else(|| Error::Config(format!("{name} is not set")));
+        let environment = match read(ENV_ENVIRONMENT)? {
+            Some(name) => Environment::named(&name)?,
+            None => Environment::production(),
+        };
+        Ok(Self::new(
+            environment,
+            required(ENV_CLIENT_ID)?.trim(),
+            ClientSecret::new(required(ENV_CLIENT_SECRET)?.trim()),
+        ))
     }
 
     /// The environment the endpoints belong to.
@@ -246,6 +282,38 @@ fn uri(url: &str) -> http::Uri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The only test that touches these variables (tests run in parallel threads).
+    #[test]
+    fn from_env_reads_id_secret_and_environment_and_names_what_is_missing() {
+        let set = |name: &str, value: Option<&str>| match value {
+            Some(value) => std::env::set_var(name, value),
+            None => std::env::remove_var(name),
+        };
+        set(ENV_CLIENT_ID, None);
+        set(ENV_CLIENT_SECRET, Some("s3cret-value"));
+        set(ENV_ENVIRONMENT, None);
+        let error = OAuthClient::from_env().unwrap_err().to_string();
+        assert!(error.contains(ENV_CLIENT_ID), "{error}");
+        set(ENV_CLIENT_ID, Some(" app-id "));
+        let client = OAuthClient::from_env().unwrap();
+        assert_eq!(client.client_id, "app-id");
+        assert_eq!(client.environment().api_base(), "https://api.procore.com");
+        set(ENV_ENVIRONMENT, Some("Monthly-Sandbox"));
+        assert_eq!(
+            OAuthClient::from_env().unwrap().environment().api_base(),
+            "https://api-monthly.procore.com"
+        );
+        set(ENV_ENVIRONMENT, Some("staging"));
+        assert!(OAuthClient::from_env().is_err());
+        set(ENV_CLIENT_SECRET, Some("   "));
+        set(ENV_ENVIRONMENT, None);
+        let error = OAuthClient::from_env().unwrap_err().to_string();
+        assert!(error.contains(ENV_CLIENT_SECRET) && !error.contains("s3cret"), "{error}");
+        for name in [ENV_CLIENT_ID, ENV_CLIENT_SECRET] {
+            set(name, None);
+        }
+    }
 
     fn client() -> OAuthClient {
         OAuthClient::new(
