@@ -60,6 +60,10 @@ pub trait TokenStore: Send + Sync + fmt::Debug {
     /// presented this very refresh token and was refused. An error means "not now":
     /// the refresh fails (transiently) without presenting anything.
     ///
+    /// Answer `PeerSaved` too when a peer has already replaced the pair `presenting`
+    /// belongs to: the manager adopts a stored pair only if it was issued in a later
+    /// whole second, so two pairs of one second are told apart only by the store.
+    ///
     /// The default (one process per store) is `Go` without a lease.
     fn begin_refresh<'a>(
         &'a self,

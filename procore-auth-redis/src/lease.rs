@@ -2,7 +2,7 @@
 //! alive while the refresh runs, ended with its outcome for the processes waiting.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -28,6 +28,13 @@ pub(crate) async fn begin_refresh(
 ) -> Result<RefreshTurn, StoreError> {
     let inner = &store.inner;
     let refresh = presenting.and_then(Token::refresh_token);
+    // Whole seconds, as stored.
+    let issued = presenting.map_or(0, |token| {
+        token
+            .issued_at()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    });
     let owner = owner_id()?;
     let deadline = Instant::now() + inner.max_wait;
     let mut events: Option<PubSubStream> = None;
@@ -37,9 +44,12 @@ pub(crate) async fn begin_refresh(
         let turn: String = TURN
             .key(&keys.lease)
             .key(&keys.refused)
+            .key(&keys.replaced)
+            .key(&keys.token)
             .arg(&owner)
             .arg(millis(inner.lease_ttl))
             .arg(refresh.map_or("", RefreshToken::secret))
+            .arg(issued)
             .invoke_async(&mut connection)
             .await
             .map_err(io_error)?;
@@ -49,6 +59,8 @@ pub(crate) async fn begin_refresh(
                 return Ok(RefreshTurn::Go(Some(Box::new(lease))));
             }
             "refused" => return Ok(RefreshTurn::PeerRefused),
+            // A peer replaced this pair: adopt (or refresh from) the stored one.
+            "replaced" => return Ok(RefreshTurn::PeerSaved),
             _ => {}
         }
         // Busy. Subscribe before asking again, so no event between the two is missed;
@@ -197,6 +209,6 @@ fn owner_id() -> Result<String, StoreError> {
     Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
 }
 
-fn millis(duration: Duration) -> u64 {
+pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

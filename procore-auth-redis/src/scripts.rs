@@ -4,38 +4,74 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// Compare-and-swap save. `KEYS[1]`: the token. `ARGV`: the token's JSON; `"1"` to
-/// compare; the expected access and refresh tokens (`""` for none); the events
-/// channel. Returns 1 if saved, 0 on a conflict, -1 if the stored value is not JSON.
+/// Compare-and-swap save. `KEYS`: the token, the list of replaced refresh tokens.
+/// `ARGV`: the token's JSON; `"1"` to compare; the expected access and refresh tokens
+/// (`""` for none); the events channel; the new refresh token (`""` for none); how
+/// long, in milliseconds, and how many replaced refresh tokens are remembered.
+/// Returns 1 if saved, 0 on a conflict, -1 if the stored value is not JSON.
+///
+/// A save that replaces a pair whose refresh token differs from the new one pushes
+/// that refresh token's SHA-1 onto the list: [`TURN`] then tells a process that
+/// still holds the replaced pair to adopt the new one rather than present it.
 pub(crate) static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if ARGV[2] == '1' then
-          local stored = redis.call('GET', KEYS[1])
-          if stored then
-            local ok, token = pcall(cjson.decode, stored)
-            if not ok or type(token) ~= 'table' then return -1 end
+        local stored = redis.call('GET', KEYS[1])
+        local replaced = nil
+        if stored then
+          local ok, token = pcall(cjson.decode, stored)
+          local valid = ok and type(token) == 'table'
+          if ARGV[2] == '1' then
+            if not valid then return -1 end
             local access = token['access_token'] or ''
             local refresh = token['refresh_token'] or ''
             if access ~= ARGV[3] or refresh ~= ARGV[4] then return 0 end
           end
+          if valid and type(token['refresh_token']) == 'string'
+            and token['refresh_token'] ~= '' and token['refresh_token'] ~= ARGV[6] then
+            replaced = token['refresh_token']
+          end
         end
         redis.call('SET', KEYS[1], ARGV[1])
+        if replaced then
+          redis.call('LPUSH', KEYS[2], redis.sha1hex(replaced))
+          redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[8]) - 1)
+          redis.call('PEXPIRE', KEYS[2], ARGV[7])
+        end
         redis.call('PUBLISH', ARGV[5], 'saved')
         return 1
         ",
     )
 });
 
-/// Asks for the refresh lease. `KEYS`: the lease, the refused marker. `ARGV`: our
-/// owner id, the lease's time to live in milliseconds, the refresh token to present
-/// (`""` for none). Returns `refused` if a peer presented that refresh token and was
-/// refused, `acquired`, or `busy`.
+/// Asks for the refresh lease. `KEYS`: the lease, the refused marker, the list of
+/// replaced refresh tokens, the token. `ARGV`: our owner id, the lease's time to
+/// live in milliseconds, the refresh token to present (`""` for none), the issue
+/// time (Unix seconds) of the pair it belongs to. Returns
+///
+/// - `replaced` if a peer saved a pair that replaced that refresh token's pair, and
+///   the stored pair is other than it and not issued earlier (so the caller adopts
+///   the stored pair, or refreshes from it: never presents a token a peer rotated);
+/// - `refused` if a peer presented that refresh token and was refused;
+/// - `acquired`, or `busy`.
 pub(crate) static TURN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-        if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == redis.sha1hex(ARGV[3]) then
-          return 'refused'
+        if ARGV[3] ~= '' then
+          local hash = redis.sha1hex(ARGV[3])
+          local stored = redis.call('GET', KEYS[4])
+          if stored then
+            local ok, token = pcall(cjson.decode, stored)
+            if ok and type(token) == 'table' and token['refresh_token'] ~= ARGV[3]
+              and tonumber(token['issued_at']) and tonumber(token['issued_at']) >= tonumber(ARGV[4]) then
+              for _, replaced in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+                if replaced == hash then return 'replaced' end
+              end
+            end
+          end
+          if redis.call('GET', KEYS[2]) == hash then
+            return 'refused'
+          end
         end
         if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
           return 'acquired'

@@ -26,14 +26,22 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// How long Redis answers may take before the operation fails (default).
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long the refresh tokens of replaced pairs are remembered after the last
+/// replacement (a day: far longer than a process holds on to a pair it still uses)…
+const REPLACED_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
+/// …and how many of them, newest first (a process that fell further behind is
+/// caught by the issue times, a second apart at least, or by `invalid_grant`).
+const REPLACED_KEPT: u32 = 32;
+
 /// Procore tokens in Redis: what makes a fleet of processes sharing one Procore user
 /// (or a registry of them) behave like one process.
 ///
 /// - **Keys.** Tenant `k` lives at `<prefix>{k}` (its `Display` form in a Redis
 ///   Cluster hash tag, so its lease shares its slot): the token as JSON, beside
-///   `<prefix>{k}:lease` and `<prefix>{k}:refused`, and events on the channel
-///   `<prefix>{k}:events`. The JSON holds the tokens themselves: protect Redis as you
-///   would the secrets (ACLs, TLS, a private network).
+///   `<prefix>{k}:lease`, `<prefix>{k}:refused` and `<prefix>{k}:replaced`, and
+///   events on the channel `<prefix>{k}:events`. The JSON holds the tokens
+///   themselves: protect Redis as you would the secrets (ACLs, TLS, a private
+///   network).
 /// - **Compare-and-swap.** Saves run a Lua script that writes only if the stored pair
 ///   is still the one expected ([`TokenStore::save`]'s contract), so a process that
 ///   lost a race, or whose lease ran out, never overwrites a newer pair.
@@ -42,8 +50,11 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 ///   a compare-and-delete script. Processes that need a token meanwhile wait for the
 ///   new pair (a pub/sub notification, with polling as the fallback) and adopt it. A
 ///   holder that dies is taken over once its lease expires; the taker re-reads the
-///   store first. A refresh token that Procore refused is remembered (as its SHA-1),
-///   so no peer presents it again.
+///   store first. A process that still holds a pair a peer replaced is told to
+///   adopt the stored pair instead of presenting its (burnt) refresh token, even
+///   when both pairs were issued in the same second: each save remembers the
+///   refresh token it replaced (as its SHA-1). A refresh token that Procore refused
+///   is remembered too, so no peer presents it again.
 /// - **Redis unreachable.** Requests keep using a still-valid token (reading it needs
 ///   no Redis). A refresh fails with a transient [`StoreError::Io`] rather than
 ///   present a refresh token without the lease, and succeeds again once Redis is back.
@@ -192,6 +203,7 @@ impl RedisStore {
         Keys {
             lease: format!("{token}:lease"),
             refused: format!("{token}:refused"),
+            replaced: format!("{token}:replaced"),
             events: format!("{token}:events"),
             token,
         }
@@ -223,11 +235,17 @@ impl RedisStore {
         let mut connection = self.inner.connection.clone();
         let saved: i64 = SAVE
             .key(&keys.token)
+            .key(&keys.replaced)
             .arg(json)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(access)
             .arg(refresh)
             .arg(&keys.events)
+            .arg(secret(
+                token.refresh_token().map(|refresh| refresh.secret()),
+            ))
+            .arg(lease::millis(REPLACED_MEMORY))
+            .arg(REPLACED_KEPT)
             .invoke_async(&mut connection)
             .await
             .map_err(io_error)?;
@@ -243,7 +261,7 @@ impl RedisStore {
     async fn clear_key(&self, keys: Keys) -> Result<(), StoreError> {
         let mut connection = self.inner.connection.clone();
         let _: i64 = connection
-            .del(&[&keys.token, &keys.refused])
+            .del(&[&keys.token, &keys.refused, &keys.replaced])
             .await
             .map_err(io_error)?;
         Ok(())
@@ -255,6 +273,8 @@ pub(crate) struct Keys {
     pub(crate) token: String,
     pub(crate) lease: String,
     pub(crate) refused: String,
+    /// The SHA-1s of refresh tokens whose pair a save replaced, newest first.
+    pub(crate) replaced: String,
     pub(crate) events: String,
 }
 

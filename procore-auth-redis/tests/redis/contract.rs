@@ -2,7 +2,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use procore_auth_core::{AccessToken, KeyedTokenStore, RefreshToken, StoreError, Token};
+use procore_auth_core::{
+    AccessToken, KeyedTokenStore, RefreshOutcome, RefreshToken, RefreshTurn, StoreError, Token,
+};
 use procore_auth_redis::RedisStore;
 use procore_auth_testkit::RedisServer;
 
@@ -43,4 +45,70 @@ async fn saves_compare_and_swap_per_key() {
     store.clear(&ann).await.unwrap();
     assert!(store.load(&ann).await.unwrap().is_none());
     assert!(store.load(&bob).await.unwrap().is_some());
+}
+
+fn issued(access: &str, refresh: &str, issued_at: u64) -> Token {
+    Token::new(
+        AccessToken::new(access),
+        Some(RefreshToken::new(refresh)),
+        UNIX_EPOCH + Duration::from_secs(issued_at),
+        Some(UNIX_EPOCH + Duration::from_secs(issued_at + 5400)),
+    )
+    .unwrap()
+}
+
+/// Whether `store` lets a process present `presenting`'s refresh token now: `Go`
+/// (the lease, released again), `PeerSaved` or `PeerRefused`.
+async fn turn(store: &RedisStore, key: &String, presenting: &Token) -> &'static str {
+    match store.begin_refresh(key, Some(presenting)).await.unwrap() {
+        RefreshTurn::Go(lease) => {
+            if let Some(lease) = lease {
+                lease.end(RefreshOutcome::Unchanged).await;
+            }
+            "go"
+        }
+        RefreshTurn::PeerSaved => "peer saved",
+        RefreshTurn::PeerRefused => "peer refused",
+        _ => "other",
+    }
+}
+
+/// A save remembers the refresh token of the pair it replaced, so a process that still
+/// holds that pair is told to adopt the stored one (`PeerSaved`) instead of presenting
+/// a burnt refresh token, even when both pairs carry the same issue second; a process
+/// holding a pair the store never replaced (the store lags behind it, or holds an
+/// older pair) still gets its turn, so it is never stuck.
+#[tokio::test]
+async fn turns_for_replaced_pairs_are_answered_peer_saved() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(server.url()).await.unwrap();
+    let key = "ann".to_owned();
+    let second = 1_700_000_000;
+    let (t1, t2, t3) = (
+        issued("a1", "r1", second),
+        issued("a2", "r2", second),
+        issued("a3", "r3", second + 1),
+    );
+    store.save(&key, &t1, None).await.unwrap();
+    assert_eq!(turn(&store, &key, &t1).await, "go");
+    store.save(&key, &t2, Some(&t1)).await.unwrap();
+    assert_eq!(turn(&store, &key, &t1).await, "peer saved", "same second");
+    assert_eq!(turn(&store, &key, &t2).await, "go", "the stored pair");
+    store.save(&key, &t3, Some(&t2)).await.unwrap();
+    assert_eq!(turn(&store, &key, &t1).await, "peer saved", "two behind");
+    assert_eq!(turn(&store, &key, &t2).await, "peer saved");
+
+    // A process ahead of the store (its own save failed): its turn comes.
+    let ahead = issued("a4", "r4", second + 2);
+    assert_eq!(turn(&store, &key, &ahead).await, "go");
+    // The stored pair is older than the one presented (someone stored an old pair
+    // over it): no `PeerSaved` the manager would not act on, so no endless waiting.
+    let old = issued("a0", "r0", second - 100);
+    store.save(&key, &old, None).await.unwrap();
+    assert_eq!(turn(&store, &key, &t3).await, "go");
+
+    // Clearing forgets the replaced pairs too.
+    store.clear(&key).await.unwrap();
+    store.save(&key, &t3, None).await.unwrap();
+    assert_eq!(turn(&store, &key, &t1).await, "go");
 }
