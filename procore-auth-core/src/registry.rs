@@ -245,7 +245,7 @@ where
             .estimated_items_capacity(self.max_resident)
             .weight_capacity(self.max_resident as u64)
             .build()
-            .expect("a positive capacity is a valid cache configuration");
+            .expect("invariant: a positive capacity is a valid cache configuration");
         let managers = Cache::with_options(
             options,
             UnitWeighter,
