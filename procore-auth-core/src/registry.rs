@@ -54,16 +54,29 @@ impl Tenant {
     }
 }
 
+/// The key's `Display` form with control characters escaped: keys reach logs and
+/// error messages, where a newline or an escape sequence could forge lines.
 impl fmt::Display for Tenant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.key.fmt(f)
+        let name = self.key.to_string();
+        if !name.chars().any(char::is_control) {
+            return f.write_str(&name);
+        }
+        for character in name.chars() {
+            if character.is_control() {
+                write!(f, "{}", character.escape_debug())?;
+            } else {
+                f.write_fmt(format_args!("{character}"))?;
+            }
+        }
+        Ok(())
     }
 }
 
 impl fmt::Debug for Tenant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Tenant")
-            .field(&format_args!("{}", self.key))
+            .field(&format_args!("{self}"))
             .finish()
     }
 }
@@ -218,8 +231,11 @@ where
         self
     }
 
-    /// Configures each tenant's manager (clock, skew, back-off, spawner) as it is
-    /// built. The registry sets the store and the request policy after this.
+    /// Configures each tenant's manager (clock, skew, back-off, spawner, rate-limit
+    /// policy) as it is built. The registry sets the store after this. A request
+    /// policy set here (a tenant's own default `Procore-Company-Id`, say) applies to
+    /// that tenant's requests; which requests get a token at all is the registry's
+    /// policy's decision.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -324,7 +340,12 @@ where
     /// revoked.
     pub async fn remove(&self, key: &K) -> Result<(), Error> {
         self.manager(key).revoke().await?;
-        self.inner.managers.remove(key);
+        // A manager someone still holds stays resident (revoked, until a new token is
+        // set): dropping it would let a later `insert` build a second manager for the
+        // tenant beside it, and two managers would refresh one tenant.
+        self.inner
+            .managers
+            .remove_if(key, |manager| !manager.in_use());
         Ok(())
     }
 

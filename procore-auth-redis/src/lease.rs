@@ -2,22 +2,25 @@
 //! alive while the refresh runs, ended with its outcome for the processes waiting.
 
 use std::fmt;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use futures_util::StreamExt;
 use procore_auth_core::{
     BoxFuture, RefreshLease, RefreshOutcome, RefreshToken, RefreshTurn, StoreError, Token,
 };
-use redis::aio::PubSubStream;
+use tokio::sync::broadcast;
 
+use crate::events::Event;
 use crate::scripts::{EXTEND, RELEASE, TURN};
 use crate::store::{io_error, Keys, RedisStore};
 
 /// How long a refused refresh token is remembered: a day, far longer than any peer
 /// could hold on to it.
 const REFUSED_MEMORY: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A wait this long never ends in practice (a century), and adds to an instant safely.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// Takes the lease of the tenant with `keys` for presenting `presenting`'s refresh token, or waits while a
 /// peer holds it (see [`RedisStore`]).
@@ -28,16 +31,12 @@ pub(crate) async fn begin_refresh(
 ) -> Result<RefreshTurn, StoreError> {
     let inner = &store.inner;
     let refresh = presenting.and_then(Token::refresh_token);
-    // Whole seconds, as stored.
-    let issued = presenting.map_or(0, |token| {
-        token
-            .issued_at()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs())
-    });
     let owner = owner_id()?;
-    let deadline = Instant::now() + inner.max_wait;
-    let mut events: Option<PubSubStream> = None;
+    // `max_wait` may be huge: far in the future is as good as never.
+    let deadline = Instant::now()
+        .checked_add(inner.max_wait)
+        .unwrap_or_else(|| Instant::now() + FOREVER);
+    let mut events: Option<broadcast::Receiver<Event>> = None;
     let mut subscribed_once = false;
     loop {
         let mut connection = inner.connection.clone();
@@ -49,7 +48,6 @@ pub(crate) async fn begin_refresh(
             .arg(&owner)
             .arg(millis(inner.lease_ttl))
             .arg(refresh.map_or("", RefreshToken::secret))
-            .arg(issued)
             .invoke_async(&mut connection)
             .await
             .map_err(io_error)?;
@@ -63,49 +61,46 @@ pub(crate) async fn begin_refresh(
             "replaced" => return Ok(RefreshTurn::PeerSaved),
             _ => {}
         }
-        // Busy. Subscribe before asking again, so no event between the two is missed;
-        // without a subscription, poll.
-        if !subscribed_once {
-            subscribed_once = true;
-            events = subscribe(store, &keys.events).await;
-            continue;
-        }
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             tracing::warn!("gave up waiting for a peer's procore token refresh");
             return Err(StoreError::Busy);
         }
-        let wait = inner.poll_interval.min(remaining);
-        match &mut events {
-            Some(stream) => match tokio::time::timeout(wait, stream.next()).await {
-                Ok(Some(message)) => {
-                    if message
-                        .get_payload::<String>()
-                        .is_ok_and(|event| event == "saved")
-                    {
+        // Busy. Subscribe before asking again, so no event between the two is missed;
+        // without a subscription, poll.
+        if !subscribed_once {
+            subscribed_once = true;
+            let timeout = inner.response_timeout.min(remaining);
+            events = inner
+                .events
+                .subscribe(&inner.client, &store.events_pattern(), timeout)
+                .await;
+            continue;
+        }
+        let next_poll = Instant::now() + inner.poll_interval.min(remaining);
+        let Some(receiver) = &mut events else {
+            tokio::time::sleep_until(next_poll).await;
+            continue;
+        };
+        // Until our channel says something, or it is time to ask again.
+        loop {
+            match tokio::time::timeout_at(next_poll, receiver.recv()).await {
+                Ok(Ok(event)) if event.channel == keys.events => {
+                    if event.payload == "saved" {
                         return Ok(RefreshTurn::PeerSaved);
                     }
+                    break; // the lease ended: ask again now
                 }
-                // The subscription broke (Redis restarted, say): poll from now on.
-                Ok(None) => events = None,
-                Err(_elapsed) => {}
-            },
-            None => tokio::time::sleep(wait).await,
-        }
-    }
-}
-
-async fn subscribe(store: &RedisStore, channel: &str) -> Option<PubSubStream> {
-    let subscribed = async {
-        let mut pubsub = store.inner.client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok::<_, redis::RedisError>(pubsub.into_on_message())
-    };
-    match subscribed.await {
-        Ok(stream) => Some(stream),
-        Err(error) => {
-            tracing::debug!(%error, "no redis subscription; polling for the peer's refresh");
-            None
+                Ok(Ok(_other_tenant)) => {}
+                // Missed events: ask again now.
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                // The subscription broke: poll from now on.
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    events = None;
+                    break;
+                }
+                Err(_time_to_poll) => break,
+            }
         }
     }
 }
@@ -118,6 +113,8 @@ struct RedisLease {
     /// The refresh token this lease's refresh presents: remembered (hashed) if refused.
     presenting: Option<RefreshToken>,
     keeper: tokio::task::JoinHandle<()>,
+    /// Whether `end` released it (else dropping it does).
+    ended: bool,
 }
 
 impl RedisLease {
@@ -129,6 +126,7 @@ impl RedisLease {
             owner,
             presenting,
             keeper,
+            ended: false,
         }
     }
 }
@@ -159,36 +157,81 @@ async fn keep_alive(store: RedisStore, lease: String, owner: String) {
 }
 
 impl RefreshLease for RedisLease {
-    fn end(self: Box<Self>, outcome: RefreshOutcome) -> BoxFuture<'static, ()> {
+    fn end(mut self: Box<Self>, outcome: RefreshOutcome) -> BoxFuture<'static, ()> {
         self.keeper.abort();
-        Box::pin(async move {
-            let outcome = match outcome {
-                RefreshOutcome::Saved => "saved",
-                RefreshOutcome::Refused => "refused",
-                _ => "unchanged",
-            };
-            let mut connection = self.store.inner.connection.clone();
-            let released: Result<i64, _> = RELEASE
-                .key(&self.keys.lease)
-                .key(&self.keys.refused)
-                .arg(&self.owner)
-                .arg(outcome)
-                .arg(self.presenting.as_ref().map_or("", RefreshToken::secret))
-                .arg(millis(REFUSED_MEMORY))
-                .arg(&self.keys.events)
-                .invoke_async(&mut connection)
-                .await;
-            if let Err(error) = released {
-                // It expires on its own; peers wait until then.
-                tracing::warn!(%error, "could not release the procore refresh lease");
-            }
-        })
+        self.ended = true;
+        let outcome = match outcome {
+            RefreshOutcome::Saved => "saved",
+            RefreshOutcome::Refused => "refused",
+            _ => "unchanged",
+        };
+        Box::pin(release(
+            self.store.clone(),
+            Release::of(&self),
+            self.presenting.clone(),
+            outcome,
+        ))
     }
 }
 
 impl Drop for RedisLease {
     fn drop(&mut self) {
         self.keeper.abort();
+        if self.ended {
+            return;
+        }
+        // Dropped without `end` (a panicking refresh): release it now rather than make
+        // peers wait out its time to live, if a runtime is there to do it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(release(
+                self.store.clone(),
+                Release::of(self),
+                None,
+                "unchanged",
+            ));
+        }
+    }
+}
+
+/// What releasing a lease needs, owned (a release may outlive the lease).
+struct Release {
+    lease: String,
+    refused: String,
+    events: String,
+    owner: String,
+}
+
+impl Release {
+    fn of(lease: &RedisLease) -> Self {
+        Self {
+            lease: lease.keys.lease.clone(),
+            refused: lease.keys.refused.clone(),
+            events: lease.keys.events.clone(),
+            owner: lease.owner.clone(),
+        }
+    }
+}
+
+async fn release(
+    store: RedisStore,
+    names: Release,
+    presented: Option<RefreshToken>,
+    outcome: &'static str,
+) {
+    let mut connection = store.inner.connection.clone();
+    let released: Result<i64, _> = RELEASE
+        .key(&names.lease)
+        .key(&names.refused)
+        .arg(&names.owner)
+        .arg(outcome)
+        .arg(presented.as_ref().map_or("", RefreshToken::secret))
+        .arg(millis(REFUSED_MEMORY))
+        .arg(&names.events)
+        .invoke_async(&mut connection)
+        .await;
+    if let Err(error) = released {
+        // It expires on its own; peers wait until then.
+        tracing::warn!(%error, "could not release the procore refresh lease");
     }
 }
 

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod events;
 mod lease;
 mod scripts;
 mod store;
@@ -30,4 +31,9 @@ pub enum Error {
     /// The URL is invalid, or Redis could not be reached.
     #[error("cannot connect to redis")]
     Connect(#[source] redis::RedisError),
+    /// The key prefix holds `{` or `}`, which would break the hash tag that keeps a
+    /// tenant's keys in one Redis Cluster slot (and could make two prefixes share
+    /// keys).
+    #[error("the redis key prefix must not contain `{{` or `}}`")]
+    InvalidPrefix,
 }

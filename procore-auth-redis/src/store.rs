@@ -8,6 +8,7 @@ use procore_auth_core::{BoxFuture, KeyedTokenStore, RefreshTurn, StoreError, Tok
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, RedisError};
 
+use crate::events::{escape_glob, Events};
 use crate::lease;
 use crate::scripts::SAVE;
 use crate::Error;
@@ -17,6 +18,9 @@ pub const DEFAULT_PREFIX: &str = "procore-auth:";
 /// How long a refresh lease lives unless extended (default): a holder that dies is
 /// taken over this long after its last extension.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// The longest lease accepted: a day (a holder that dies is waited for that long).
+const MAX_LEASE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// How long a process waits for a peer's refresh before its own refresh fails
 /// (transiently) with [`StoreError::Busy`] (default). Longer than a token call's
 /// timeout, so a live holder finishes first.
@@ -92,10 +96,11 @@ pub(crate) struct Inner {
     pub(crate) lease_ttl: Duration,
     pub(crate) max_wait: Duration,
     pub(crate) poll_interval: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) events: Arc<Events>,
 }
 
 /// Configures a [`RedisStore`]. Made by [`RedisStore::builder`].
-#[derive(Debug)]
 pub struct RedisStoreBuilder {
     url: String,
     prefix: String,
@@ -103,6 +108,19 @@ pub struct RedisStoreBuilder {
     max_wait: Duration,
     poll_interval: Duration,
     response_timeout: Duration,
+}
+
+impl fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Not the URL: it may hold a password.
+        f.debug_struct("RedisStoreBuilder")
+            .field("prefix", &self.prefix)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("max_wait", &self.max_wait)
+            .field("poll_interval", &self.poll_interval)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedisStoreBuilder {
@@ -113,9 +131,9 @@ impl RedisStoreBuilder {
     }
 
     /// Lets a refresh lease live this long between extensions (default
-    /// [`DEFAULT_LEASE_TTL`]; at least 100 ms): a dead holder is taken over after it.
+    /// [`DEFAULT_LEASE_TTL`]; 100 ms to a day): a dead holder is taken over after it.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl.max(Duration::from_millis(100));
+        self.lease_ttl = ttl.clamp(Duration::from_millis(100), MAX_LEASE_TTL);
         self
     }
 
@@ -143,8 +161,12 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`Error::Connect`] if the URL is invalid or Redis cannot be reached now.
+    /// [`Error::Connect`] if the URL is invalid or Redis cannot be reached now;
+    /// [`Error::InvalidPrefix`] if the prefix holds `{` or `}`.
     pub async fn connect(self) -> Result<RedisStore, Error> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::InvalidPrefix);
+        }
         let client = Client::open(self.url.as_str()).map_err(Error::Connect)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.response_timeout))
@@ -162,6 +184,8 @@ impl RedisStoreBuilder {
                 lease_ttl: self.lease_ttl,
                 max_wait: self.max_wait,
                 poll_interval: self.poll_interval,
+                response_timeout: self.response_timeout,
+                events: Arc::default(),
             }),
         })
     }
@@ -197,9 +221,14 @@ impl RedisStore {
         }
     }
 
+    /// The pattern every tenant's events channel matches.
+    pub(crate) fn events_pattern(&self) -> String {
+        format!("{}*:events", escape_glob(&self.inner.prefix))
+    }
+
     /// The Redis keys of tenant `key`.
     pub(crate) fn keys(&self, key: &dyn fmt::Display) -> Keys {
-        let token = format!("{}{{{key}}}", self.inner.prefix);
+        let token = format!("{}{{{}}}", self.inner.prefix, hash_tag(&key.to_string()));
         Keys {
             lease: format!("{token}:lease"),
             refused: format!("{token}:refused"),
@@ -232,29 +261,41 @@ impl RedisStore {
             ),
             None => (String::new(), String::new()),
         };
-        let mut connection = self.inner.connection.clone();
-        let saved: i64 = SAVE
-            .key(&keys.token)
+        let new_secret = |token: &Token| {
+            (
+                secret(token.access_token().map(|access| access.secret())),
+                secret(token.refresh_token().map(|refresh| refresh.secret())),
+            )
+        };
+        let (new_access, new_refresh) = new_secret(token);
+        let mut save = SAVE.prepare_invoke();
+        save.key(&keys.token)
             .key(&keys.replaced)
             .arg(json)
             .arg(if expected.is_some() { "1" } else { "0" })
             .arg(access)
             .arg(refresh)
             .arg(&keys.events)
-            .arg(secret(
-                token.refresh_token().map(|refresh| refresh.secret()),
-            ))
+            .arg(new_access)
+            .arg(new_refresh)
             .arg(lease::millis(REPLACED_MEMORY))
-            .arg(REPLACED_KEPT)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(io_error)?;
-        match saved {
-            1 => Ok(()),
-            0 => Err(StoreError::Conflict),
-            _ => Err(StoreError::Corrupt {
-                reason: "the stored value is not a JSON object".to_owned(),
-            }),
+            .arg(REPLACED_KEPT);
+        let mut connection = self.inner.connection.clone();
+        // After a Redis restart the first command on the old connection fails while
+        // the manager reconnects: a rotated pair is worth one more try (the script is
+        // idempotent, so a save whose reply was lost succeeds again).
+        let saved: i64 = match save.invoke_async(&mut connection).await {
+            Err(error) if error.is_io_error() || error.is_connection_dropped() => {
+                tracing::debug!(%error, "retrying a procore token save after a redis connection error");
+                save.invoke_async(&mut connection).await
+            }
+            saved => saved,
+        }
+        .map_err(io_error)?;
+        if saved == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
         }
     }
 
@@ -266,6 +307,26 @@ impl RedisStore {
             .map_err(io_error)?;
         Ok(())
     }
+}
+
+/// `key` as the content of a Redis Cluster hash tag: never empty, and without `{`
+/// or `}` (which would end the tag early, or make it empty, and split one tenant's
+/// keys over slots). `%`, `{` and `}` become `%25`, `%7B` and `%7D`; the empty key is
+/// `%`: distinct keys stay distinct.
+fn hash_tag(key: &str) -> String {
+    if key.is_empty() {
+        return "%".to_owned();
+    }
+    let mut tag = String::with_capacity(key.len());
+    for character in key.chars() {
+        match character {
+            '%' => tag.push_str("%25"),
+            '{' => tag.push_str("%7B"),
+            '}' => tag.push_str("%7D"),
+            other => tag.push(other),
+        }
+    }
+    tag
 }
 
 /// The Redis names of one tenant's data.

@@ -268,8 +268,8 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// For a registry: its managers share one policy and one store, and know their
-    /// tenant.
+    /// For a registry: its managers share one store and (unless configured with their
+    /// own) one policy, and know their tenant.
     pub(crate) fn for_tenant(
         mut self,
         tenant: Tenant,
@@ -278,7 +278,7 @@ impl TokenManagerBuilder {
     ) -> Self {
         self.tenant = Some(tenant);
         self.store = Some(store);
-        self.request_policy = Some(policy);
+        self.request_policy.get_or_insert(policy);
         self
     }
 
@@ -347,11 +347,16 @@ impl TokenManager {
         }
     }
 
-    /// Whether anything but the registry holding it uses this manager: a clone held
-    /// by a request or a caller, or a refresh not yet finished. A registry never
-    /// evicts such a manager.
+    /// Whether this manager holds anything a fresh one loaded from the store would
+    /// not: a clone held by a request or a caller, a refresh not yet finished, a token
+    /// the store failed to save (possibly the only live refresh token), or a failed
+    /// refresh cooling down. A registry never evicts such a manager.
     pub(crate) fn in_use(&self) -> bool {
-        Arc::strong_count(&self.handle) > 1 || Arc::strong_count(&self.handle.inner) > 1
+        let inner = &self.handle.inner;
+        Arc::strong_count(&self.handle) > 1
+            || Arc::strong_count(inner) > 1
+            || inner.last_store_failed()
+            || inner.lock_state().is_cooling_down(inner.clock.monotonic())
     }
 
     /// The tenant whose token this is, for a manager of a registry.
@@ -494,6 +499,10 @@ impl TokenManager {
     pub async fn revoke(&self) -> Result<(), Error> {
         let inner = &self.handle.inner;
         let _replacing = inner.replacing.lock().await;
+        // A caller that drops this future mid-revocation must not leave the manager
+        // refusing every request: until the revocation is decided, dropping it undoes
+        // the revoking state, as a failure would.
+        let mut undo = UndoRevoking { inner, armed: true };
         // A refresh in flight would publish a pair this revocation never saw: wait.
         let current = loop {
             let refresh = {
@@ -512,10 +521,11 @@ impl TokenManager {
             .await
             .unwrap_or(Err(Error::SourcePanicked));
         if let Err(error) = revoked {
-            inner.lock_state().on_revoke_failed();
+            drop(undo);
             tracing::warn!(%error, "procore token revocation failed; the token is kept");
             return Err(error);
         }
+        undo.armed = false;
         {
             let mut state = inner.lock_state();
             if !state.on_revoked(inner.clock.monotonic()) {
@@ -617,6 +627,20 @@ impl TokenManager {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// Undoes a revocation's revoking state when dropped (see [`TokenManager::revoke`]).
+struct UndoRevoking<'a> {
+    inner: &'a Inner,
+    armed: bool,
+}
+
+impl Drop for UndoRevoking<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inner.lock_state().on_revoke_failed();
+        }
     }
 }
 

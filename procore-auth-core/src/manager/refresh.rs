@@ -118,12 +118,11 @@ impl Inner {
         let mut peer_refreshed = false;
         for _ in 0..MAX_TURNS {
             let stored = self.load_store().await;
+            // After a peer's refresh (the store said so), its pair is the newest
+            // whatever the clocks that stamped the two pairs say.
             let adoptable = |stored: &&Token| {
                 from.is_none_or(|from| {
-                    is_newer(stored, from)
-                        || (peer_refreshed
-                            && !stored.same_credentials(from)
-                            && !is_older(stored, from))
+                    is_newer(stored, from) || (peer_refreshed && !stored.same_credentials(from))
                 })
             };
             let newer_stored = stored.as_ref().and_then(Option::as_ref).filter(adoptable);

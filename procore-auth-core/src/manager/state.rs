@@ -374,6 +374,12 @@ impl<R: Clone> RefreshState<R> {
         }
     }
 
+    /// Whether a failed refresh is still cooling down at `now`: state worth keeping
+    /// (a registry that dropped it would refresh again at once).
+    pub(super) fn is_cooling_down(&self, now: Duration) -> bool {
+        matches!(&self.phase, Phase::CoolingDown { until, .. } if now < *until)
+    }
+
     /// Forgets a running refresh's handle (the manager is going away).
     pub(super) fn abandon(&mut self) {
         if matches!(self.phase, Phase::Refreshing { .. }) {

@@ -309,7 +309,10 @@ mod tests {
         set(ENV_CLIENT_SECRET, Some("   "));
         set(ENV_ENVIRONMENT, None);
         let error = OAuthClient::from_env().unwrap_err().to_string();
-        assert!(error.contains(ENV_CLIENT_SECRET) && !error.contains("s3cret"), "{error}");
+        assert!(
+            error.contains(ENV_CLIENT_SECRET) && !error.contains("s3cret"),
+            "{error}"
+        );
         for name in [ENV_CLIENT_ID, ENV_CLIENT_SECRET] {
             set(name, None);
         }

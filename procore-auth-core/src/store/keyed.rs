@@ -160,11 +160,16 @@ impl<K: Hash + Eq + Clone + Send + Sync> KeyedTokenStore<K> for KeyedMemoryStore
 /// Keeps one token per key in a directory, one JSON file per key, each written as
 /// [`FileStore`] writes its file (private, atomic replace).
 ///
-/// A key's file is named after its `Display` form: ASCII letters, digits, `-` and `_`
-/// as they are, every other byte as `%XX`, then `.json` (`company-7/user 1` becomes
-/// `company-7%2Fuser%201.json`), so distinct keys never share a file and no key can
-/// name a path outside the directory. A key whose name would be empty or longer than
-/// [`MAX_KEY_FILE_NAME`] bytes is refused with an I/O error of kind `InvalidInput`.
+/// A key's file is named after its `Display` form: `tenant-`, then lowercase ASCII
+/// letters, digits, `-` and `_` as they are and every other byte (uppercase letters
+/// included, for case-insensitive file systems) as `%XX`, then `.json`
+/// (`company-7/User 1` becomes `tenant-company-7%2F%55ser%201.json`), so distinct
+/// names never share a file, none is a Windows device name, and no key can name a
+/// path outside the directory. Keys are told apart by their `Display` form only:
+/// two tenants whose keys print alike share a file, so make `Display` show every
+/// field that distinguishes a tenant. A key whose encoding would be empty or longer
+/// than [`MAX_KEY_FILE_NAME`] bytes is refused with an I/O error of kind
+/// `InvalidInput`.
 ///
 /// The compare-and-swap is atomic between clones of one `KeyedFileStore` in one
 /// process, as for [`FileStore`]. Writes to different keys do not wait for each other
@@ -180,8 +185,12 @@ pub struct KeyedFileStore {
 /// number of tenants.
 const LOCK_STRIPES: usize = 64;
 
-/// The longest file name (before `.json`) a key may map to: file systems commonly
-/// allow 255 bytes, and the temporary file's name adds 38.
+/// Starts every key's file name, so no name is a device name on Windows (`con`,
+/// `nul`, `com1`…).
+const FILE_PREFIX: &str = "tenant-";
+
+/// The longest encoded key (between `tenant-` and `.json`) accepted: file systems
+/// commonly allow 255 bytes, and the temporary file's name adds 38.
 pub const MAX_KEY_FILE_NAME: usize = 200;
 
 impl KeyedFileStore {
@@ -213,20 +222,23 @@ impl KeyedFileStore {
 
 /// `key` as a file name (see [`KeyedFileStore`]).
 fn file_name(key: &str) -> Result<String, StoreError> {
-    let mut name = String::with_capacity(key.len() + 5);
+    let mut name = String::with_capacity(key.len() + 12);
+    name.push_str(FILE_PREFIX);
     for byte in key.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' {
+        // Uppercase letters escaped too: `Ann` and `ann` are one file on
+        // case-insensitive file systems.
+        if byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-' || byte == b'_' {
             name.push(char::from(byte));
         } else {
             name.push_str(&format!("%{byte:02X}"));
         }
     }
-    if name.is_empty() || name.len() > MAX_KEY_FILE_NAME {
+    let encoded = name.len() - FILE_PREFIX.len();
+    if encoded == 0 || encoded > MAX_KEY_FILE_NAME {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
-                "a tenant key must name a file of 1 to {MAX_KEY_FILE_NAME} bytes, not {}",
-                name.len()
+                "a tenant key must name a file of 1 to {MAX_KEY_FILE_NAME} bytes, not {encoded}"
             ),
         )
         .into());
@@ -317,7 +329,7 @@ mod tests {
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["company-2%2Fuser%20b.json"]);
+        assert_eq!(names, ["tenant-company-2%2Fuser%20b.json"]);
     }
 
     #[test]
@@ -339,7 +351,12 @@ mod tests {
             assert!(!name.contains('/') && !name.contains('\\'), "{name}");
             assert!(!name.starts_with('.'), "{name}");
         }
-        assert_eq!(file_name("../x").unwrap(), "%2E%2E%2Fx.json");
+        assert_eq!(file_name("../x").unwrap(), "tenant-%2E%2E%2Fx.json");
+        assert_ne!(
+            file_name("Ann").unwrap().to_lowercase(),
+            file_name("ann").unwrap().to_lowercase()
+        );
+        assert_eq!(file_name("con").unwrap(), "tenant-con.json");
     }
 
     #[test]

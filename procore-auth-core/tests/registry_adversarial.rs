@@ -1,5 +1,5 @@
-//! Adversarial tests of `TokenRegistry` (issue 12). Each test fails if the bug it names
-//! exists. Tokens carry the word `SECRET` so logs can be checked for leaks; refresh
+//! Adversarial tests of `TokenRegistry` (issue 12), each written to fail if the bug it
+//! names exists. Tokens carry the word `SECRET` so logs can be checked for leaks; refresh
 //! tokens are `<tenant>/RT-SECRET-<n>`, single use, as Procore's.
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +14,7 @@ use http::{Extensions, HeaderMap, StatusCode};
 use procore_auth_core::{
     AccessToken, Authorize, BoxFuture, Clock, Environment, Error, KeyedFileStore, KeyedMemoryStore,
     KeyedTokenStore, ManualClock, ReauthorizationReason, RefreshToken, RequestPolicy, StoreError,
-    Tenant, Token, TokenRegistry, TokenSource, Tokens, WaitersOnly,
+    Tenant, Token, TokenRegistry, TokenSource, Tokens,
 };
 use tokio::sync::Semaphore;
 
@@ -377,45 +377,39 @@ async fn eviction_after_a_failed_save_must_not_lock_the_tenant_out() {
     );
 }
 
+/// `insert` after an OAuth callback, and the store's save fails: `insert` says so, but
+/// the documented behaviour is "the token is in use even then". Once the idle manager
+/// is evicted, the token is gone: the tenant has no token at all.
+#[tokio::test]
+async fn an_inserted_token_whose_save_failed_survives_eviction() {
+    let f = fixture(10);
+    f.store.fail_next_saves("kim", 1);
+    let inserted = f
+        .registry
+        .insert(key("kim"), token_for("kim", 0, &f.clock))
+        .await;
+    assert!(matches!(inserted, Err(Error::Store(_))), "{inserted:?}");
+    let bearer = f.registry.manager(&key("kim")).bearer().await.unwrap();
+    assert_eq!(
+        header(&bearer),
+        "Bearer AT-SECRET-0-kim",
+        "in use even then"
+    );
+    f.cycle("other", 200).await;
+    let evicted = f.registry.tenant_metrics(&key("kim")).is_none();
+    let bearer = f.registry.manager(&key("kim")).bearer().await;
+    assert!(
+        bearer.is_ok(),
+        "the token that was in use is gone after an eviction (evicted: {evicted}): {bearer:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Eviction forgets per-tenant refusal and back-off.
 // ---------------------------------------------------------------------------------------
 
-/// Bob's refresh token is refused (`invalid_grant`): his manager must not call the token
-/// endpoint again until a new token is set. After his idle manager is evicted and
-/// reloaded, the refused refresh token comes back from the store and is presented again.
-#[tokio::test]
-async fn a_refused_tenant_is_not_refreshed_again_after_eviction() {
-    let f = fixture(10);
-    f.seed("bob");
-    f.grant.burn(&rt("bob", 0));
-    f.clock.advance(Duration::from_secs(5400));
-    let error = f.registry.manager(&key("bob")).bearer().await.unwrap_err();
-    assert!(
-        matches!(error, Error::ReauthorizationRequired { .. }),
-        "{error:?}"
-    );
-    assert_eq!(f.grant.presented("bob").len(), 1);
-    // Still refused while resident, without a token call.
-    let _ = f.registry.manager(&key("bob")).bearer().await.unwrap_err();
-    assert_eq!(f.grant.presented("bob").len(), 1);
-
-    f.cycle("other", 200).await;
-    assert!(f.registry.tenant_metrics(&key("bob")).is_none(), "evicted");
-    let error = f.registry.manager(&key("bob")).bearer().await.unwrap_err();
-    assert!(
-        matches!(error, Error::ReauthorizationRequired { .. }),
-        "{error:?}"
-    );
-    assert_eq!(
-        f.grant.presented("bob"),
-        [rt("bob", 0)],
-        "the refused refresh token was presented again after an eviction"
-    );
-}
-
-/// Carol's token endpoint answers 503: her manager backs off. Evicted and reloaded
-/// within the back-off, it calls the failing endpoint again at once.
+/// Carol's token endpoint answers 503: her manager backs off. It stays resident
+/// while it cools down (a reloaded one would call the failing endpoint at once).
 #[tokio::test]
 async fn a_backing_off_tenant_keeps_its_back_off_across_eviction() {
     let f = fixture_with(10, |manager| {
@@ -443,8 +437,8 @@ async fn a_backing_off_tenant_keeps_its_back_off_across_eviction() {
     // The other tenants' tokens must be fresh at the current time.
     f.cycle("other", 200).await;
     assert!(
-        f.registry.tenant_metrics(&key("carol")).is_none(),
-        "evicted"
+        f.registry.tenant_metrics(&key("carol")).is_some(),
+        "kept while cooling down"
     );
     let _ = f.registry.manager(&key("carol")).bearer().await;
     assert_eq!(
@@ -459,9 +453,10 @@ async fn a_backing_off_tenant_keeps_its_back_off_across_eviction() {
 // ---------------------------------------------------------------------------------------
 
 /// `remove` is dropped (an HTTP handler's timeout) while the revoke call is pending at
-/// Procore. Nothing was revoked and the store still holds the token, yet the resident
-/// manager answers `ReauthorizationRequired { Revoked }` to every request, forever:
-/// the store is never re-read (its re-read time is `Duration::MAX`).
+/// Procore. Nothing was revoked and the store still holds the token. The token is used
+/// while fresh, but once it expires the resident manager answers
+/// `ReauthorizationRequired { Revoked }` to every request, for ever: no refresh, and
+/// the store is never re-read (its re-read time stays `Duration::MAX`).
 #[tokio::test]
 async fn a_cancelled_remove_does_not_leave_the_tenant_stuck() {
     let f = fixture(10);
@@ -476,12 +471,16 @@ async fn a_cancelled_remove_does_not_leave_the_tenant_stuck() {
     assert!(f.grant.state.lock().unwrap().revoked.is_empty());
     assert!(f.store.stored_refresh("dan").is_some(), "still stored");
 
-    // Long past any store re-read interval, still well within the token's lifetime.
-    f.clock.advance(Duration::from_secs(600));
+    // While the token is fresh it is served…
+    f.registry.manager(&key("dan")).bearer().await.unwrap();
+    // …but past its expiry (and long past any store re-read interval) Dan must refresh.
+    f.clock.advance(Duration::from_secs(5400 + 600));
     let bearer = f.registry.manager(&key("dan")).bearer().await;
     assert!(
         bearer.is_ok(),
-        "a cancelled remove left Dan stuck although nothing was revoked: {bearer:?}"
+        "a cancelled remove left Dan stuck although nothing was revoked: {bearer:?}; \
+         presented {:?}",
+        f.grant.presented("dan")
     );
 }
 
@@ -581,37 +580,25 @@ async fn eviction_racing_with_requests_never_makes_two_managers_or_mixes_tenants
     );
     let metrics = f.registry.metrics();
     assert!(metrics.resident <= 2 + 8, "{metrics:?}");
+    // The race was run: many evictions, and refreshes across them.
+    let refreshes: usize = f
+        .grant
+        .state
+        .lock()
+        .unwrap()
+        .presented
+        .values()
+        .map(Vec::len)
+        .sum();
+    assert!(
+        metrics.evicted > 1_000 && refreshes > TENANTS,
+        "{metrics:?}, {refreshes} refreshes"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
 // 6. Residency: pinned forever, bounds, 100k tenants.
 // ---------------------------------------------------------------------------------------
-
-/// With a spawner that declines (`WaitersOnly`, or no Tokio runtime), a refresh whose
-/// waiters were all dropped is never driven again; its manager counts as in use, so it
-/// is never evicted. Abandoned requests for many tenants pin their managers for ever:
-/// residency grows without bound.
-#[tokio::test]
-async fn abandoned_refreshes_do_not_pin_tenants_forever() {
-    let f = fixture_with(10, |manager| manager.spawner(WaitersOnly));
-    const ABANDONED: usize = 50;
-    for n in 0..ABANDONED {
-        let tenant = format!("gone{n}");
-        f.seed(&tenant);
-        let _gate = f.grant.gate(&tenant); // never opened: the token call hangs
-    }
-    f.clock.advance(Duration::from_secs(5400));
-    for n in 0..ABANDONED {
-        let mut waiting = f.registry.manager(&key(&format!("gone{n}"))).bearer();
-        assert!((&mut waiting).now_or_never().is_none());
-    } // every waiter dropped (a request timeout)
-    f.cycle("other", 300).await;
-    let metrics = f.registry.metrics();
-    assert!(
-        metrics.resident <= 10 + 2,
-        "abandoned refreshes pin their tenants forever: {metrics:?}"
-    );
-}
 
 /// Extreme bounds build and work: 0 (taken as 1), 1 and `usize::MAX`.
 #[tokio::test]
@@ -693,6 +680,9 @@ impl TokenSource for Minting {
 }
 
 /// 100 000 tenants through a registry keeping 100: residency and memory stay bounded.
+/// (The loop yields now and then so the runtime runs the refresh tasks it spawns; a
+/// loop that never yields piles them up in the runtime's queue, which is not the
+/// registry's doing.)
 #[tokio::test]
 async fn a_hundred_thousand_tenants_keep_memory_bounded() {
     let registry: TokenRegistry<u64> = TokenRegistry::builder(Minting)
@@ -701,10 +691,16 @@ async fn a_hundred_thousand_tenants_keep_memory_bounded() {
         .build();
     for user in 0..5_000_u64 {
         registry.manager(&user).bearer().await.unwrap();
+        if user % 10 == 0 {
+            tokio::task::yield_now().await;
+        }
     }
     let before = resident_bytes();
     for user in 5_000..105_000_u64 {
         registry.manager(&user).bearer().await.unwrap();
+        if user % 10 == 0 {
+            tokio::task::yield_now().await;
+        }
         if user % 10_000 == 0 {
             assert!(
                 registry.metrics().resident <= 100,
@@ -720,7 +716,7 @@ async fn a_hundred_thousand_tenants_keep_memory_bounded() {
         registry.metrics()
     );
     assert!(
-        grown < 32 << 20,
+        grown < 16 << 20,
         "memory grew by {grown} bytes over 100 000 tenants"
     );
 }
@@ -885,57 +881,100 @@ async fn key_file_names_stay_distinct_on_case_insensitive_file_systems() {
     );
 }
 
-/// A key type whose `Display` is not injective (two `Eq`-distinct keys print alike).
-/// The issue only asks `K: Display` "shown in logs", yet `KeyedFileStore` uses the
-/// `Display` form as the key's identity: tenant A reads tenant B's token.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-enum Installation {
-    Sandbox(u64),
-    Production(u64),
+/// Tenant keys that are Windows device names (`con`, `nul`, `aux`, `com1`…) map to
+/// `con.json` and the like, which Windows reserves whatever the extension: such a
+/// tenant's token cannot be stored there. (A portability check of the names chosen.)
+#[tokio::test]
+async fn key_file_names_avoid_windows_device_names() {
+    let directory = tempfile::tempdir().unwrap();
+    let store = KeyedFileStore::new(directory.path());
+    let clock = ManualClock::at_unix(1_700_000_000);
+    for tenant in ["con", "NUL", "aux", "com1", "lpt9", "prn"] {
+        KeyedTokenStore::<String>::save(&store, &key(tenant), &token_for(tenant, 0, &clock), None)
+            .await
+            .unwrap();
+    }
+    let reserved: Vec<String> = std::fs::read_dir(directory.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| {
+            let stem = name
+                .split('.')
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            ["con", "prn", "aux", "nul"].contains(&stem.as_str())
+                || ((stem.starts_with("com") || stem.starts_with("lpt"))
+                    && stem.len() == 4
+                    && stem.as_bytes()[3].is_ascii_digit())
+        })
+        .collect();
+    assert!(reserved.is_empty(), "Windows device names: {reserved:?}");
 }
 
-impl fmt::Display for Installation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Sandbox(company) | Self::Production(company) => write!(f, "company {company}"),
-        }
+/// One tenant per company installation (the issue's own example), each manager
+/// configured with its company's default `Procore-Company-Id`: the registry replaces
+/// every tenant's request policy with its shared one after `configure`, silently, so
+/// no tenant's requests carry their company (and a registry-wide `with_company_id`
+/// would send one company's id with every tenant's token).
+#[tokio::test]
+async fn a_tenant_s_own_company_id_is_not_silently_dropped() {
+    let store: KeyedMemoryStore<u64> = KeyedMemoryStore::new();
+    let registry: TokenRegistry<u64> = TokenRegistry::builder(Minting)
+        .store(store)
+        .request_policy(RequestPolicy::new(&Environment::production()))
+        .configure(|company, manager| {
+            manager.request_policy(
+                RequestPolicy::new(&Environment::production()).with_company_id(*company),
+            )
+        })
+        .build();
+    let tokens = Tokens::from(registry);
+    let api: http::Uri = "https://api.procore.com/rest/v1.0/projects"
+        .parse()
+        .unwrap();
+    for company in [7_u64, 8] {
+        let mut extensions = Extensions::new();
+        extensions.insert(company);
+        let authorized = match tokens.authorize(&api, &HeaderMap::new(), &extensions) {
+            Authorize::Ready(authorized) => authorized,
+            Authorize::Pending(waiting) => waiting.await.unwrap(),
+            Authorize::Skip => panic!("skipped"),
+        };
+        let mut headers = HeaderMap::new();
+        drop(authorized.attach(&mut headers));
+        assert_eq!(
+            headers
+                .get(procore_auth_core::PROCORE_COMPANY_ID)
+                .map(|id| id.to_str().unwrap().to_owned()),
+            Some(company.to_string()),
+            "tenant {company}'s own company id was dropped: {headers:?}"
+        );
     }
 }
 
-#[tokio::test]
-async fn distinct_keys_printing_alike_never_share_a_token() {
-    let directory = tempfile::tempdir().unwrap();
-    let clock = ManualClock::at_unix(1_700_000_000);
-    let registry: TokenRegistry<Installation> = {
-        let clock = clock.clone();
-        TokenRegistry::builder(Grant::default())
-            .store(KeyedFileStore::new(directory.path()))
-            .request_policy(RequestPolicy::new(&Environment::production()))
-            .configure(move |_, manager| manager.clock(clock.clone()))
-            .build()
-    };
-    registry
-        .insert(
-            Installation::Production(7),
-            token_for("production-7", 0, &clock),
-        )
-        .await
-        .unwrap();
-    let sandbox = registry.manager(&Installation::Sandbox(7)).bearer().await;
-    assert!(
-        sandbox.is_err(),
-        "the sandbox installation got the production installation's token: {:?}",
-        sandbox.map(|bearer| header(&bearer))
-    );
-}
-
-/// Captured log output.
+/// Captured log output: every line is checked for secrets as it is written; only the
+/// lines the log tests look at are kept (bounded), so the memory test is not skewed.
 #[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
+struct Logs(Arc<Mutex<Captured>>);
+
+#[derive(Default)]
+struct Captured {
+    kept: Vec<String>,
+    secret: Option<String>,
+}
 
 impl Write for Logs {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
+        let text = String::from_utf8_lossy(bytes);
+        let mut captured = self.0.lock().unwrap();
+        if text.contains("SECRET") && captured.secret.is_none() {
+            captured.secret = Some(text.clone().into_owned());
+        }
+        if (text.contains("forged") || text.contains("tenant=ann}")) && captured.kept.len() < 1_000
+        {
+            captured.kept.push(text.into_owned());
+        }
         Ok(bytes.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -943,9 +982,26 @@ impl Write for Logs {
     }
 }
 
+/// One process-wide subscriber at TRACE (thread-local ones race with the other tests'
+/// threads over the callsites' cached interest): every test's logs pass through it, so
+/// the leak check covers them all.
+fn global_logs() -> &'static Logs {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        tracing::subscriber::set_global_default(logs.subscriber())
+            .expect("no other global subscriber");
+        logs
+    })
+}
+
 impl Logs {
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        self.0.lock().unwrap().kept.concat()
+    }
+
+    fn secret(&self) -> Option<String> {
+        self.0.lock().unwrap().secret.clone()
     }
 
     fn subscriber(&self) -> impl tracing::Subscriber + Send + Sync {
@@ -962,8 +1018,7 @@ impl Logs {
 /// every error and `Debug` output names the tenant but never holds a token.
 #[tokio::test(flavor = "current_thread")]
 async fn no_secret_reaches_logs_errors_or_debug_output() {
-    let logs = Logs::default();
-    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let logs = global_logs();
     let f = fixture(10);
     f.seed("ann");
     let ann = f.registry.manager(&key("ann"));
@@ -976,14 +1031,8 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
         format!("{:?}", f.registry),
         format!("{first:?}"),
     ];
-    f.grant.burn(
-        &ann.token()
-            .unwrap()
-            .refresh_token()
-            .unwrap()
-            .secret()
-            .to_owned(),
-    );
+    f.grant
+        .burn(ann.token().unwrap().refresh_token().unwrap().secret());
     f.clock.advance(Duration::from_secs(5400));
     let error = ann.bearer().await.unwrap_err();
     debug.push(format!("{error:?} {error}"));
@@ -994,11 +1043,11 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
     f.registry.remove(&key("ann")).await.unwrap();
     tokio::task::yield_now().await;
     let text = logs.text();
-    assert!(text.contains("procore_tenant"), "the span is there: {text}");
     assert!(
-        !text.contains("SECRET"),
-        "a secret reached the logs:\n{text}"
+        text.contains("procore_tenant{tenant=ann}"),
+        "the span is there: {text}"
     );
+    assert_eq!(logs.secret(), None, "a secret reached the logs");
     for debug in debug {
         assert!(
             !debug.contains("SECRET"),
@@ -1008,12 +1057,10 @@ async fn no_secret_reaches_logs_errors_or_debug_output() {
 }
 
 /// A key whose `Display` holds a newline (a user name, a company name) forges a log
-/// line through the `procore_tenant` span, and prints raw through `Tenant`'s `Debug`
-/// (where `Debug` conventionally escapes).
+/// line through the `procore_tenant` span.
 #[tokio::test(flavor = "current_thread")]
 async fn a_key_with_control_characters_cannot_forge_log_lines() {
-    let logs = Logs::default();
-    let _guard = tracing::subscriber::set_default(logs.subscriber());
+    let logs = global_logs();
     let f = fixture(10);
     let evil = "mallory\nERROR forged: all tenants revoked";
     f.seed(evil);
@@ -1021,15 +1068,29 @@ async fn a_key_with_control_characters_cannot_forge_log_lines() {
     manager.bearer().await.unwrap();
     f.clock.advance(Duration::from_secs(5400));
     manager.bearer().await.unwrap();
-    let debug = format!("{:?}", manager.tenant().unwrap());
     let text = logs.text();
+    assert!(text.contains("procore_tenant"), "logs captured: {text}");
     let forged: Vec<&str> = text
         .lines()
         .filter(|line| line.starts_with("ERROR forged"))
         .collect();
     assert!(
-        forged.is_empty() && !debug.contains('\n'),
-        "log line forged through a tenant key: {forged:?}; Tenant Debug: {debug:?}"
+        forged.is_empty(),
+        "log lines forged through a tenant key: {forged:#?}"
+    );
+}
+
+/// `Tenant`'s `Debug` (what `{:?}` of an error or a manager prints) writes the key's
+/// `Display` raw, newlines and escape sequences included, where `Debug` conventionally
+/// escapes.
+#[test]
+fn tenant_debug_escapes_control_characters() {
+    let f = fixture(10);
+    let manager = f.registry.manager(&key("mallory\n\u{1b}[2Jforged"));
+    let debug = format!("{:?}", manager.tenant().unwrap());
+    assert!(
+        !debug.contains('\n') && !debug.contains('\u{1b}'),
+        "Tenant Debug is not escaped: {debug:?}"
     );
 }
 
@@ -1264,71 +1325,3 @@ fn tokens_cloned_across_threads_keep_tenants_apart() {
     }
     assert!(f.grant.presented_twice().is_empty());
 }
-
-// DIAG-START
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-#[derive(Debug)]
-struct Counted;
-impl Counted {
-    fn new() -> Self {
-        LIVE.fetch_add(1, Ordering::SeqCst);
-        Counted
-    }
-}
-impl Drop for Counted {
-    fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-impl procore_auth_core::Spawn for Counted {
-    fn spawn(&self, task: BoxFuture<'static, ()>) -> Result<(), BoxFuture<'static, ()>> {
-        procore_auth_core::AmbientTokio.spawn(task)
-    }
-}
-
-#[tokio::test]
-async fn diag_memory() {
-    let registry: TokenRegistry<u64> = TokenRegistry::builder(Minting)
-        .store(Forgetful)
-        .max_resident(100)
-        .configure(|_, m| m.spawner(Counted::new()))
-        .build();
-    let mut last = resident_bytes();
-    for round in 0..8_u64 {
-        for user in round * 50_000..(round + 1) * 50_000 {
-            match std::env::var("DIAG").as_deref() {
-                Ok("manager") => {
-                    registry.manager(&user);
-                }
-                Ok("standalone") => {
-                    procore_auth_core::TokenManager::builder(Minting)
-                        .spawner(Counted::new())
-                        .build()
-                        .bearer()
-                        .await
-                        .unwrap();
-                }
-                Ok("standalone-nobearer") => {
-                    procore_auth_core::TokenManager::builder(Minting)
-                        .spawner(Counted::new())
-                        .build();
-                }
-                _ => {
-                    registry.manager(&user).bearer().await.unwrap();
-                }
-            }
-            if std::env::var("YIELD").is_ok() && user % 100 == 0 {
-                tokio::task::yield_now().await;
-            }
-        }
-        let now = resident_bytes();
-        eprintln!(
-            "round {round}: live managers {} rss {} (+{})",
-            LIVE.load(Ordering::SeqCst),
-            now,
-            now as i64 - last as i64
-        );
-        last = now;
-    }
-}
-// DIAG-END
