@@ -97,7 +97,20 @@ impl fmt::Debug for Tenant {
 /// - Errors that ask for a new sign-in name the tenant
 ///   ([`Error::tenant`]); so do the managers' logs (a `procore_tenant` span).
 ///
-/// Keys are not secrets: they are shown in logs and errors through `Display`.
+/// Keys are not secrets: they are shown in logs and errors through `Display`. Stores
+/// that persist tokens by name ([`KeyedFileStore`](crate::KeyedFileStore), Redis) tell
+/// tenants apart by that `Display` form: make it show everything that distinguishes
+/// one tenant from another.
+///
+/// Limits worth knowing:
+/// - the bound is enforced as tenants are loaded: after a burst, idle managers above
+///   it stay until the next new tenant arrives;
+/// - a manager whose refresh nobody drives stays (it may be about to save a rotated
+///   token): with the default [`AmbientTokio`](crate::AmbientTokio) spawner every
+///   refresh runs to its end, with [`WaitersOnly`](crate::WaitersOnly) one whose
+///   waiters all went away pins its manager;
+/// - a tenant that must sign in again is evicted like any other: reloaded, its stored
+///   (refused) refresh token is presented once more, and refused again.
 ///
 /// Residency is a [`quick_cache`] cache rather than a home-made LRU: it is
 /// concurrent (sharded, reads take a shared lock), costs a few words per entry, has no
