@@ -75,6 +75,8 @@ pub(crate) struct RateLimitState {
     limit: AtomicU64,
     generation: AtomicU64,
     ignored: AtomicU64,
+    /// Held while the budget passes to a new token.
+    switching: std::sync::Mutex<()>,
 }
 
 const UNKNOWN: u64 = u64::MAX;
@@ -86,6 +88,7 @@ impl Default for RateLimitState {
             limit: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
+            switching: std::sync::Mutex::new(()),
         }
     }
 }
@@ -130,10 +133,8 @@ impl RateLimitState {
             self.limit.store(limit, Ordering::Relaxed);
         }
         let reported = pack(reset, remaining);
-        if self.generation.swap(generation, Ordering::AcqRel) != generation {
-            // The first report for a new token: its own budget.
-            self.window.store(reported, Ordering::Release);
-            return;
+        if self.switch_to(generation, reported) {
+            return; // the first report for a new token: its own budget
         }
         // Responses arrive out of order: within one window the lowest count is the
         // latest; a later window replaces an earlier one.
@@ -152,26 +153,58 @@ impl RateLimitState {
             });
     }
 
-    /// Takes one request from the budget if it allows one at `now` (Unix seconds);
-    /// otherwise says until when it is spent. Once a window's reset has passed, one
-    /// request goes to learn the next window, and the rest wait (up to a second) for
-    /// its report: all of them at once could overrun the new window too.
-    pub(crate) fn take(&self, generation: u64, now: u64) -> Result<(), u64> {
+    /// Makes `window` token `generation`'s budget, unless the budget already is that
+    /// token's; says whether it did. The window is stored before the generation, under
+    /// a lock taken once per token, so whoever sees the new generation sees its window.
+    fn switch_to(&self, generation: u64, window: u64) -> bool {
+        if self.generation.load(Ordering::Acquire) == generation {
+            return false;
+        }
+        let _switching = self
+            .switching
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.generation.load(Ordering::Acquire) == generation {
+            return false;
+        }
+        self.window.store(window, Ordering::Release);
+        self.generation.store(generation, Ordering::Release);
+        true
+    }
+
+    /// Takes one request from token `generation`'s budget if it allows one at `now`
+    /// (Unix seconds); otherwise says until when it is spent.
+    ///
+    /// With `probe` (requests that wait rather than fail), an unknown budget (a token
+    /// not yet reported on, or a window whose reset has passed) lets one request go to
+    /// learn it while the rest wait (up to a second) for its report: all of them at
+    /// once could overrun the window. Without, an unknown budget lets every request go.
+    pub(crate) fn take(&self, generation: u64, now: u64, probe: bool) -> Result<(), u64> {
+        let provisional = pack(now.saturating_add(PROBE_SECS).min(MAX_RESET), 0) | PROVISIONAL;
         if self.generation.load(Ordering::Acquire) != generation {
-            return Ok(()); // no report for this token yet
+            if !probe || self.switch_to(generation, provisional) {
+                return Ok(());
+            }
         }
         let mut current = self.window.load(Ordering::Acquire);
         loop {
-            if current == UNKNOWN {
-                return Ok(());
-            }
-            let (reset, remaining) = unpack(current);
-            let next = if reset <= now {
-                pack(now.saturating_add(PROBE_SECS).min(MAX_RESET), 0) | PROVISIONAL
-            } else if remaining == 0 {
-                return Err(reset);
+            let next = if current == UNKNOWN {
+                if !probe {
+                    return Ok(());
+                }
+                provisional
             } else {
-                pack(reset, remaining - 1) | (current & PROVISIONAL)
+                let (reset, remaining) = unpack(current);
+                if reset <= now {
+                    if !probe {
+                        return Ok(());
+                    }
+                    provisional
+                } else if remaining == 0 {
+                    return Err(reset);
+                } else {
+                    pack(reset, remaining - 1) | (current & PROVISIONAL)
+                }
             };
             match self.window.compare_exchange_weak(
                 current,
@@ -243,41 +276,62 @@ mod tests {
     fn records_the_budget_and_counts_it_down() {
         let state = RateLimitState::default();
         assert_eq!(state.snapshot(1), None);
-        assert_eq!(state.take(1, 100), Ok(()), "unknown: no limit");
+        assert_eq!(state.take(1, 100, true), Ok(()), "unknown: no limit");
         state.record(1, &headers("3600", "2", "1000"));
         let snapshot = state.snapshot(1).unwrap();
         assert_eq!((snapshot.limit, snapshot.remaining), (3600, 2));
         assert_eq!(snapshot.reset_at, UNIX_EPOCH + Duration::from_secs(1000));
-        assert_eq!(state.take(1, 100), Ok(()));
-        assert_eq!(state.take(1, 100), Ok(()));
-        assert_eq!(state.take(1, 100), Err(1000), "spent until the reset");
+        assert_eq!(state.take(1, 100, true), Ok(()));
+        assert_eq!(state.take(1, 100, true), Ok(()));
+        assert_eq!(state.take(1, 100, true), Err(1000), "spent until the reset");
         assert_eq!(
-            state.take(1, 1000),
+            state.take(1, 1000, true),
             Ok(()),
             "the window is over: one request goes"
         );
         assert_eq!(
-            state.take(1, 1000),
+            state.take(1, 1000, true),
             Err(1001),
             "the rest wait for its report"
         );
         state.record(1, &headers("3600", "3599", "4600"));
-        assert_eq!(state.take(1, 1000), Ok(()));
+        assert_eq!(state.take(1, 1000, true), Ok(()));
         assert_eq!(state.snapshot(1).unwrap().remaining, 3598);
         // A new token: its own budget, unknown until reported.
-        assert_eq!(state.take(2, 1000), Ok(()));
+        assert_eq!(state.take(2, 1000, true), Ok(()));
         state.record(2, &headers("3600", "0", "5000"));
-        assert_eq!(state.take(2, 1000), Err(5000));
+        assert_eq!(state.take(2, 1000, true), Err(5000));
+    }
+
+    #[test]
+    fn an_unknown_budget_lets_one_request_learn_it_when_requests_wait() {
+        let state = RateLimitState::default();
+        assert_eq!(state.take(1, 100, true), Ok(()), "the probe");
+        assert_eq!(
+            state.take(1, 100, true),
+            Err(101),
+            "the rest wait for its report"
+        );
+        state.record(1, &headers("50", "49", "110"));
+        assert_eq!(state.take(1, 100, true), Ok(()));
+        // A new token: the same again.
+        assert_eq!(state.take(2, 100, true), Ok(()));
+        assert_eq!(state.take(2, 100, true), Err(101));
+        // Requests that fail rather than wait are not held back by an unknown budget.
+        let state = RateLimitState::default();
+        for _ in 0..3 {
+            assert_eq!(state.take(1, 100, false), Ok(()));
+        }
     }
 
     #[test]
     fn a_report_replaces_a_provisional_window_even_for_the_same_second() {
         let state = RateLimitState::default();
         state.record(1, &headers("50", "0", "1000"));
-        assert_eq!(state.take(1, 1000), Ok(())); // provisional until 1001
+        assert_eq!(state.take(1, 1000, true), Ok(())); // provisional until 1001
         state.record(1, &headers("50", "49", "1001"));
         assert_eq!(state.snapshot(1).unwrap().remaining, 49);
-        assert_eq!(state.take(1, 1000), Ok(()));
+        assert_eq!(state.take(1, 1000, true), Ok(()));
     }
 
     #[test]
@@ -344,7 +398,7 @@ mod tests {
             }
             state.record(1, &map);
             let _ = state.snapshot(1);
-            let _ = state.take(1, 0);
+            let _ = state.take(1, 0, true);
         }
     }
 }

@@ -587,13 +587,15 @@ impl TokenManager {
     #[inline]
     pub(crate) fn admit(&self, generation: Generation) -> Result<(), SystemTime> {
         let inner = &self.handle.inner;
-        if inner.rate_limit_policy == RateLimitPolicy::Observe {
-            return Ok(());
-        }
+        let probe = match inner.rate_limit_policy {
+            RateLimitPolicy::Observe => return Ok(()),
+            RateLimitPolicy::Wait { .. } => true,
+            RateLimitPolicy::FailFast => false,
+        };
         let now = inner.coarse.millis() / 1000;
         inner
             .rate_limit
-            .take(generation.get(), now)
+            .take(generation.get(), now, probe)
             .map_err(|reset| std::time::UNIX_EPOCH + Duration::from_secs(reset))
     }
 
