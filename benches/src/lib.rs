@@ -8,6 +8,8 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod e2e;
+pub mod rate_limit;
+pub mod redis_store;
 pub mod refresh_contention;
 pub mod registry;
 pub mod reqwest_overhead;
@@ -17,8 +19,21 @@ pub mod tower_overhead;
 use std::time::{Duration, SystemTime};
 
 use procore_auth_core::{
-    AccessToken, BoxFuture, Clock, Error, RefreshToken, SystemClock, Token, TokenSource,
+    AccessToken, BoxFuture, Clock, Error, RefreshToken, SystemClock, Token, TokenManager,
+    TokenSource,
 };
+
+/// What one run of a tower stack or reqwest chain measured, and what it ran with
+/// (for checking that it measured the real thing).
+#[derive(Debug)]
+pub struct Ran {
+    /// The time the requests took.
+    pub elapsed: Duration,
+    /// The stack's manager (unused by the stacks without one).
+    pub manager: TokenManager,
+    /// What the service answered, if its answers carried headers.
+    pub answers: Option<rate_limit::Answers>,
+}
 
 /// A token that expires in 90 minutes.
 pub fn fresh_token(name: &str) -> Token {

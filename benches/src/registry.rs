@@ -60,10 +60,7 @@ impl Fixture {
         store: impl KeyedTokenStore<UserId> + 'static,
         token: impl FnMut(usize) -> Token,
     ) -> Self {
-        let registry = TokenRegistry::builder(NeverRefreshes)
-            .store(store)
-            .max_resident(max_resident)
-            .build();
+        let registry = empty(store, max_resident);
         let fixture = Self { registry, tenants };
         fixture.insert_all(token);
         fixture
@@ -100,6 +97,19 @@ impl Fixture {
         debug_assert!(index < self.tenants);
         user_id(index)
     }
+}
+
+/// A registry over `store` with room for `max_resident` tenants, none resident yet:
+/// the first request for a key loads its token from `store`. Its tokens never
+/// refresh (they are fresh).
+pub fn empty(
+    store: impl KeyedTokenStore<UserId> + 'static,
+    max_resident: usize,
+) -> TokenRegistry<UserId> {
+    TokenRegistry::builder(NeverRefreshes)
+        .store(store)
+        .max_resident(max_resident)
+        .build()
 }
 
 /// The `max_resident` that keeps `tenants` tenants resident: twice as many.

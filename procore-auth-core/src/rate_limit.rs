@@ -111,15 +111,18 @@ impl RateLimitState {
     /// a missing or malformed value among them is ignored whole and counted
     /// ([`ignored`](Self::ignored)).
     pub(crate) fn record(&self, generation: u64, headers: &HeaderMap) {
-        let remaining = headers.get(X_RATE_LIMIT_REMAINING);
-        let reset = headers.get(X_RATE_LIMIT_RESET);
+        let Reported {
+            limit,
+            remaining,
+            reset,
+        } = Reported::scan(headers);
         if remaining.is_none() && reset.is_none() {
             return;
         }
         let parsed = (|| {
             let remaining = parse_count(remaining?)?;
             let reset = parse_count(reset?).filter(|reset| *reset <= MAX_RESET)?;
-            let limit = match headers.get(X_RATE_LIMIT_LIMIT) {
+            let limit = match limit {
                 Some(limit) => Some(parse_count(limit)?),
                 None => None,
             };
@@ -181,10 +184,10 @@ impl RateLimitState {
     /// once could overrun the window. Without, an unknown budget lets every request go.
     pub(crate) fn take(&self, generation: u64, now: u64, probe: bool) -> Result<(), u64> {
         let provisional = pack(now.saturating_add(PROBE_SECS).min(MAX_RESET), 0) | PROVISIONAL;
-        if self.generation.load(Ordering::Acquire) != generation {
-            if !probe || self.switch_to(generation, provisional) {
-                return Ok(());
-            }
+        if self.generation.load(Ordering::Acquire) != generation
+            && (!probe || self.switch_to(generation, provisional))
+        {
+            return Ok(());
         }
         let mut current = self.window.load(Ordering::Acquire);
         loop {
@@ -238,6 +241,36 @@ impl RateLimitState {
     /// Responses whose rate-limit headers were malformed, and so ignored.
     pub(crate) fn ignored(&self) -> u64 {
         self.ignored.load(Ordering::Relaxed)
+    }
+}
+
+/// The rate-limit headers of a response (the first value of each).
+#[derive(Default)]
+struct Reported<'a> {
+    limit: Option<&'a HeaderValue>,
+    remaining: Option<&'a HeaderValue>,
+    reset: Option<&'a HeaderValue>,
+}
+
+impl<'a> Reported<'a> {
+    /// One pass over the headers: cheaper than three lookups, each of which hashes
+    /// its name, on the every-response path.
+    fn scan(headers: &'a HeaderMap) -> Self {
+        let mut found = Self::default();
+        for (name, value) in headers {
+            let name = name.as_str();
+            let Some(which) = name.strip_prefix("x-rate-limit-") else {
+                continue;
+            };
+            let slot = match which {
+                "limit" => &mut found.limit,
+                "remaining" => &mut found.remaining,
+                "reset" => &mut found.reset,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        found
     }
 }
 

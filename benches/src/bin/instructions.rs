@@ -5,7 +5,10 @@
 //!
 //! `instructions <group> <variant index> <N>`, groups: `read` ([`Reader::ALL`]),
 //! `tower-empty` / `tower-typical` ([`Stack::ALL`], the registry of 1 000 tenants and
-//! one manager with the registry's request among them), `reqwest` ([`Chain::ALL`]); `instructions list` names the variants.
+//! one manager with the registry's request among them, and the stacks whose service
+//! answers with Procore's rate-limit headers or with other headers), `reqwest`
+//! ([`Chain::ALL`], likewise); `instructions list` names the variants. (The Redis
+//! store's benches wait on a server: they are timed, not counted.)
 
 use procore_auth_benches::reqwest_overhead::{self, Chain};
 use procore_auth_benches::token_read::{Fixture, Reader};

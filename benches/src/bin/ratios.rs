@@ -5,23 +5,30 @@
 //!
 //! `cargo run --release -p procore-auth-benches --bin ratios -- [--rounds N] [--only TEXT]`
 //! (default 30 rounds; `--only tower` runs only the groups whose name contains
-//! `tower`). Prints a Markdown table.
+//! `tower`, `--only redis` the Redis store's, which start a private `redis-server`).
+//! Prints a Markdown table.
 #![allow(clippy::disallowed_methods)] // a benchmark measures wall time
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::time::Duration;
 
+use procore_auth_benches::e2e::{Adapter, Setup};
+use procore_auth_benches::redis_store::{self, ColdLoads, Store, COLD_KEYS, HERD};
 use procore_auth_benches::refresh_contention::{self, Design};
 use procore_auth_benches::reqwest_overhead::{self, Chain};
 use procore_auth_benches::token_read::{self, Reader};
 use procore_auth_benches::tower_overhead::{self, Shape, Stack};
+use procore_auth_testkit::RedisServer;
 
-/// One measured variant: its table group, its name, and a run returning ns per unit.
+/// One measured variant: its table group, its name, and a run returning its measure
+/// (ns per unit unless its group says otherwise).
 struct Variant {
     group: String,
     name: &'static str,
-    /// The variant of the same group that ratios are taken against.
-    baseline: &'static str,
+    /// The variants of the same group that ratios are taken against.
+    baselines: Vec<&'static str>,
     run: Box<dyn Fn() -> f64>,
 }
 
@@ -39,7 +46,7 @@ fn variants() -> Vec<Variant> {
             variants.push(Variant {
                 group: format!("token read, {threads} thread(s), ns per read"),
                 name: reader.name(),
-                baseline: Reader::ArcSwapLoad.name(),
+                baselines: vec![Reader::ArcSwapLoad.name()],
                 run: Box::new(move || {
                     per_unit(token_read::run(&fixture, reader, threads, READS), READS)
                 }),
@@ -49,16 +56,10 @@ fn variants() -> Vec<Variant> {
     for shape in Shape::ALL {
         for stack in Stack::ALL {
             const REQUESTS: u64 = 100_000;
-            // The registry (and the same request over one manager) is compared with
-            // the same layer over one manager.
-            let baseline = match stack {
-                Stack::ProcoreAuthRegistry | Stack::ProcoreAuthExtension => Stack::ProcoreAuth,
-                _ => Stack::StaticBearer,
-            };
             variants.push(Variant {
                 group: format!("tower, {}, ns per request", shape.name()),
                 name: stack.name(),
-                baseline: baseline.name(),
+                baselines: stack.compared_with().iter().map(|s| s.name()).collect(),
                 run: Box::new(move || {
                     per_unit(tower_overhead::run(stack, shape, REQUESTS), REQUESTS)
                 }),
@@ -70,18 +71,18 @@ fn variants() -> Vec<Variant> {
         variants.push(Variant {
             group: "reqwest-middleware, ns per request".to_owned(),
             name: chain.name(),
-            baseline: Chain::StaticHeader.name(),
+            baselines: chain.compared_with().iter().map(|c| c.name()).collect(),
             run: Box::new(move || per_unit(reqwest_overhead::run(chain, REQUESTS), REQUESTS)),
         });
     }
-    let runtime = std::rc::Rc::new(refresh_contention::runtime());
+    let runtime = Rc::new(refresh_contention::runtime());
     for tasks in [1_000, 10_000] {
         for design in Design::ALL {
-            let runtime = std::rc::Rc::clone(&runtime);
+            let runtime = Rc::clone(&runtime);
             variants.push(Variant {
                 group: format!("refresh herd of {tasks}, release ns per waiting task"),
                 name: design.name(),
-                baseline: Design::SharedPerGeneration.name(),
+                baselines: vec![Design::SharedPerGeneration.name()],
                 run: Box::new(move || {
                     let outcome = refresh_contention::run(&runtime, design, tasks);
                     if matches!(design, Design::Manager | Design::SharedPerGeneration) {
@@ -97,7 +98,98 @@ fn variants() -> Vec<Variant> {
             });
         }
     }
+    redis_variants(&runtime, &mut variants);
     variants
+}
+
+/// The Redis store's groups, in µs. The server, the emulators and the stores start
+/// on the first run of one of them (the untimed warm-up), so the other groups do not
+/// need Redis.
+fn redis_variants(runtime: &Rc<tokio::runtime::Runtime>, variants: &mut Vec<Variant>) {
+    let redis: Rc<OnceCell<Redis>> = Rc::default();
+    let micros = |elapsed: Duration, units: usize| per_unit(elapsed, units as u64) / 1_000.0;
+    for (index, store) in Store::ALL.into_iter().enumerate() {
+        let (redis, runtime) = (Rc::clone(&redis), Rc::clone(runtime));
+        variants.push(Variant {
+            group: format!(
+                "redis store: forced refresh, {HERD} waiters, µs until all hold the new token"
+            ),
+            name: store.name(),
+            baselines: vec![Store::Memory.name()],
+            run: Box::new(move || {
+                let setup = &Redis::get(&redis, &runtime).setups[index];
+                micros(redis_store::forced_refresh(&runtime, setup), 1)
+            }),
+        });
+    }
+    for (index, store) in Store::ALL.into_iter().enumerate() {
+        let (redis, runtime) = (Rc::clone(&redis), Rc::clone(runtime));
+        variants.push(Variant {
+            group: format!(
+                "redis store: forced refresh, {HERD} requests through ProcoreAuthLayer + hyper-util, µs until all answered"
+            ),
+            name: store.name(),
+            baselines: vec![Store::Memory.name()],
+            run: Box::new(move || {
+                let setup = &Redis::get(&redis, &runtime).setups[index];
+                let (elapsed, refreshes) = setup.herd(&runtime, Adapter::Tower, HERD);
+                assert_eq!(refreshes, 1, "one refresh per herd");
+                micros(elapsed, 1)
+            }),
+        });
+    }
+    let cold_group = format!(
+        "redis store: registry's first request per tenant ({COLD_KEYS} tenants), µs per tenant"
+    );
+    for (index, store) in Store::ALL.into_iter().enumerate() {
+        let (redis, runtime) = (Rc::clone(&redis), Rc::clone(runtime));
+        variants.push(Variant {
+            group: cold_group.clone(),
+            name: store.keyed_name(),
+            baselines: vec![Store::Memory.keyed_name()],
+            run: Box::new(move || {
+                let cold = &Redis::get(&redis, &runtime).cold[index];
+                micros(cold.run(&runtime), cold.keys())
+            }),
+        });
+    }
+    for (index, store) in Store::ALL.into_iter().enumerate() {
+        let (redis, runtime) = (Rc::clone(&redis), Rc::clone(runtime));
+        variants.push(Variant {
+            group: cold_group.clone(),
+            name: store.load_alone_name(),
+            baselines: vec![store.keyed_name()],
+            run: Box::new(move || {
+                let cold = &Redis::get(&redis, &runtime).cold[index];
+                micros(cold.store_only(&runtime), cold.keys())
+            }),
+        });
+    }
+}
+
+/// What the Redis groups run against, one per store in [`Store::ALL`] order.
+struct Redis {
+    setups: Vec<Setup>,
+    cold: Vec<ColdLoads>,
+    // Last: the stores' connections close before the server stops.
+    _server: RedisServer,
+}
+
+impl Redis {
+    fn get<'a>(cell: &'a OnceCell<Redis>, runtime: &tokio::runtime::Runtime) -> &'a Redis {
+        cell.get_or_init(|| {
+            let server = redis_store::start_redis();
+            Redis {
+                setups: Store::ALL
+                    .map(|store| redis_store::refresh_setup(runtime, store, &server))
+                    .into(),
+                cold: Store::ALL
+                    .map(|store| ColdLoads::new(runtime, store, &server, COLD_KEYS))
+                    .into(),
+                _server: server,
+            }
+        })
+    }
 }
 
 thread_local! {
@@ -149,11 +241,18 @@ fn main() {
     println!("| group | variant | median | ratio |");
     println!("|---|---|---:|---:|");
     for (variant, median) in variants.iter().zip(&medians) {
-        let baseline = variants
+        let ratios: Vec<String> = variant
+            .baselines
             .iter()
-            .zip(&medians)
-            .find(|(other, _)| other.group == variant.group && other.name == variant.baseline)
-            .map_or(f64::NAN, |(_, median)| *median);
+            .map(|baseline| {
+                let of_baseline = variants
+                    .iter()
+                    .zip(&medians)
+                    .find(|(other, _)| other.group == variant.group && other.name == *baseline)
+                    .map_or(f64::NAN, |(_, median)| *median);
+                format!("{:.2}× {baseline}", median / of_baseline)
+            })
+            .collect();
         let group = if current_group == Some(&variant.group) {
             ""
         } else {
@@ -161,10 +260,9 @@ fn main() {
             &variant.group
         };
         println!(
-            "| {group} | {} | {median:.1} | {:.2}× {} |",
+            "| {group} | {} | {median:.1} | {} |",
             variant.name,
-            median / baseline,
-            variant.baseline
+            ratios.join("; ")
         );
     }
     TOKEN_CALLS.with(|calls| {
