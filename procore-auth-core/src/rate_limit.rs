@@ -105,23 +105,36 @@ fn unpack(window: u64) -> (u64, u64) {
 /// another is sent.
 const PROBE_SECS: u64 = 1;
 
+/// The furthest ahead a reset is believed: a day (Procore's windows are an hour).
+const MAX_RESET_AHEAD: u64 = 24 * 60 * 60;
+
 impl RateLimitState {
     /// Records the budget a response to a request with token `generation` (the
     /// current one) reported. A response without the headers changes nothing; one with
     /// a missing or malformed value among them is ignored whole and counted
     /// ([`ignored`](Self::ignored)).
-    pub(crate) fn record(&self, generation: u64, headers: &HeaderMap) {
-        let Reported {
+    pub(crate) fn record(&self, generation: u64, headers: &HeaderMap, now: u64) {
+        let Some(Reported {
             limit,
             remaining,
             reset,
-        } = Reported::scan(headers);
+        }) = Reported::scan(headers)
+        else {
+            self.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         if remaining.is_none() && reset.is_none() {
             return;
         }
         let parsed = (|| {
             let remaining = parse_count(remaining?)?;
-            let reset = parse_count(reset?).filter(|reset| *reset <= MAX_RESET)?;
+            // A reset more than a window away is absurd (Procore's windows are an
+            // hour): one such header must not refuse requests for the token's life.
+            let reset = parse_count(reset?)
+                .filter(|reset| *reset <= now.saturating_add(MAX_RESET_AHEAD).min(MAX_RESET))?;
+            // A reset already past by our clock (the server's is behind, or the answer
+            // is late) still means "spent for now": a second, not "start afresh".
+            let reset = reset.max(now.saturating_add(PROBE_SECS));
             let limit = match limit {
                 Some(limit) => Some(parse_count(limit)?),
                 None => None,
@@ -221,6 +234,23 @@ impl RateLimitState {
         }
     }
 
+    /// Gives back one request taken from token `generation`'s current window (it was
+    /// never sent).
+    pub(crate) fn refund(&self, generation: u64) {
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        let _ = self
+            .window
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                if current == UNKNOWN || current & PROVISIONAL != 0 {
+                    return None;
+                }
+                let (reset, remaining) = unpack(current);
+                Some(pack(reset, remaining + 1))
+            });
+    }
+
     /// The budget of token `generation` as last reported and counted down since.
     pub(crate) fn snapshot(&self, generation: u64) -> Option<RateLimit> {
         if self.generation.load(Ordering::Acquire) != generation {
@@ -254,8 +284,9 @@ struct Reported<'a> {
 
 impl<'a> Reported<'a> {
     /// One pass over the headers: cheaper than three lookups, each of which hashes
-    /// its name, on the every-response path.
-    fn scan(headers: &'a HeaderMap) -> Self {
+    /// its name, on the every-response path. `None` if one of them is repeated with
+    /// different values (which to believe?).
+    fn scan(headers: &'a HeaderMap) -> Option<Self> {
         let mut found = Self::default();
         for (name, value) in headers {
             let name = name.as_str();
@@ -268,9 +299,11 @@ impl<'a> Reported<'a> {
                 "reset" => &mut found.reset,
                 _ => continue,
             };
-            slot.get_or_insert(value);
+            if *slot.get_or_insert(value) != value {
+                return None;
+            }
         }
-        found
+        Some(found)
     }
 }
 
@@ -310,7 +343,7 @@ mod tests {
         let state = RateLimitState::default();
         assert_eq!(state.snapshot(1), None);
         assert_eq!(state.take(1, 100, true), Ok(()), "unknown: no limit");
-        state.record(1, &headers("3600", "2", "1000"));
+        state.record(1, &headers("3600", "2", "1000"), 100);
         let snapshot = state.snapshot(1).unwrap();
         assert_eq!((snapshot.limit, snapshot.remaining), (3600, 2));
         assert_eq!(snapshot.reset_at, UNIX_EPOCH + Duration::from_secs(1000));
@@ -327,12 +360,12 @@ mod tests {
             Err(1001),
             "the rest wait for its report"
         );
-        state.record(1, &headers("3600", "3599", "4600"));
+        state.record(1, &headers("3600", "3599", "4600"), 100);
         assert_eq!(state.take(1, 1000, true), Ok(()));
         assert_eq!(state.snapshot(1).unwrap().remaining, 3598);
         // A new token: its own budget, unknown until reported.
         assert_eq!(state.take(2, 1000, true), Ok(()));
-        state.record(2, &headers("3600", "0", "5000"));
+        state.record(2, &headers("3600", "0", "5000"), 100);
         assert_eq!(state.take(2, 1000, true), Err(5000));
     }
 
@@ -345,7 +378,7 @@ mod tests {
             Err(101),
             "the rest wait for its report"
         );
-        state.record(1, &headers("50", "49", "110"));
+        state.record(1, &headers("50", "49", "110"), 100);
         assert_eq!(state.take(1, 100, true), Ok(()));
         // A new token: the same again.
         assert_eq!(state.take(2, 100, true), Ok(()));
@@ -360,9 +393,9 @@ mod tests {
     #[test]
     fn a_report_replaces_a_provisional_window_even_for_the_same_second() {
         let state = RateLimitState::default();
-        state.record(1, &headers("50", "0", "1000"));
+        state.record(1, &headers("50", "0", "1000"), 100);
         assert_eq!(state.take(1, 1000, true), Ok(())); // provisional until 1001
-        state.record(1, &headers("50", "49", "1001"));
+        state.record(1, &headers("50", "49", "1001"), 100);
         assert_eq!(state.snapshot(1).unwrap().remaining, 49);
         assert_eq!(state.take(1, 1000, true), Ok(()));
     }
@@ -370,19 +403,19 @@ mod tests {
     #[test]
     fn out_of_order_responses_keep_the_latest_count() {
         let state = RateLimitState::default();
-        state.record(1, &headers("50", "10", "1000"));
-        state.record(1, &headers("50", "12", "1000")); // an older response, late
+        state.record(1, &headers("50", "10", "1000"), 100);
+        state.record(1, &headers("50", "12", "1000"), 100); // an older response, late
         assert_eq!(state.snapshot(1).unwrap().remaining, 10);
-        state.record(1, &headers("50", "49", "1010")); // the next window
+        state.record(1, &headers("50", "49", "1010"), 100); // the next window
         assert_eq!(state.snapshot(1).unwrap().remaining, 49);
-        state.record(1, &headers("50", "0", "1000")); // the previous window, late
+        state.record(1, &headers("50", "0", "1000"), 100); // the previous window, late
         assert_eq!(state.snapshot(1).unwrap().remaining, 49);
     }
 
     #[test]
     fn malformed_values_are_ignored_whole_and_counted() {
         let state = RateLimitState::default();
-        state.record(1, &headers("50", "10", "1000"));
+        state.record(1, &headers("50", "10", "1000"), 100);
         for (limit, remaining, reset) in [
             ("50", "-1", "1000"),
             ("50", "1.5", "1000"),
@@ -392,14 +425,14 @@ mod tests {
             ("x", "3", "1000"),
             ("50", "", "1000"),
         ] {
-            state.record(1, &headers(limit, remaining, reset));
+            state.record(1, &headers(limit, remaining, reset), 100);
         }
         let mut partial = HeaderMap::new();
         partial.insert(X_RATE_LIMIT_REMAINING, HeaderValue::from_static("3"));
-        state.record(1, &partial);
+        state.record(1, &partial, 100);
         assert_eq!(state.ignored(), 8);
         assert_eq!(state.snapshot(1).unwrap().remaining, 10, "unchanged");
-        state.record(1, &HeaderMap::new());
+        state.record(1, &HeaderMap::new(), 100);
         assert_eq!(state.ignored(), 8, "no headers is not malformed");
     }
 
@@ -409,6 +442,7 @@ mod tests {
         state.record(
             1,
             &headers("18446744073709551615", "18446744073709551615", "1000"),
+            100,
         );
         let snapshot = state.snapshot(1).unwrap();
         assert_eq!(snapshot.remaining, MAX_REMAINING);
@@ -429,7 +463,7 @@ mod tests {
                 map.insert(X_RATE_LIMIT_REMAINING, remaining);
                 map.insert(X_RATE_LIMIT_RESET, reset);
             }
-            state.record(1, &map);
+            state.record(1, &map, 100);
             let _ = state.snapshot(1);
             let _ = state.take(1, 0, true);
         }

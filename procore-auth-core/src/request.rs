@@ -139,10 +139,18 @@ impl Attached {
         self.manager.record_rate_limit(self.generation, headers);
         (status == StatusCode::UNAUTHORIZED && self.attempt == Attempt::First).then(|| {
             ReplayFuture {
-                rejected: self.manager.rejected(self.generation),
-                manager: self.manager.clone(),
+                state: Replaying::Rejected {
+                    rejected: self.manager.rejected(self.generation),
+                    manager: self.manager.clone(),
+                },
             }
         })
+    }
+
+    /// Reports that the attempt never reached the server (its connection failed), so
+    /// it gives back the rate-limit budget it took.
+    pub fn unsent(&self) {
+        self.manager.refund_rate_limit(self.generation);
     }
 }
 
@@ -218,24 +226,61 @@ impl Future for AuthorizeFuture {
 }
 
 /// Resolves to the token to replay a rejected request with, or `None` to return
-/// the 401 to the caller.
+/// the 401 to the caller. The replay is admitted by the rate-limit policy like any
+/// request (it may wait for the budget).
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct ReplayFuture {
-    rejected: RejectedFuture,
-    manager: TokenManager,
+    state: Replaying,
+}
+
+#[derive(Debug)]
+enum Replaying {
+    Rejected {
+        rejected: RejectedFuture,
+        manager: TokenManager,
+    },
+    /// The replay's token's budget is spent: waiting as a first attempt would.
+    Admitting(AuthorizeFuture),
 }
 
 impl Future for ReplayFuture {
     type Output = Result<Option<Authorized>, Error>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let bearer = std::task::ready!(Pin::new(&mut self.rejected).poll(cx))?;
-        Poll::Ready(Ok(bearer.map(|bearer| Authorized {
-            manager: self.manager.clone(),
-            bearer,
-            attempt: Attempt::Replay,
-        })))
+        loop {
+            let next = match &mut self.state {
+                Replaying::Rejected { rejected, manager } => {
+                    let Some(bearer) = std::task::ready!(Pin::new(rejected).poll(cx))? else {
+                        return Poll::Ready(Ok(None));
+                    };
+                    match manager.admit(bearer.generation()) {
+                        Ok(()) => {
+                            return Poll::Ready(Ok(Some(Authorized {
+                                manager: manager.clone(),
+                                bearer,
+                                attempt: Attempt::Replay,
+                            })))
+                        }
+                        Err(reset_at) => match manager.over_budget(reset_at) {
+                            Authorize::Pending(waiting) => Replaying::Admitting(waiting),
+                            // `over_budget` always makes the request wait or fail.
+                            Authorize::Ready(_) | Authorize::Skip => {
+                                return Poll::Ready(Err(Error::RateLimited { reset_at }))
+                            }
+                        },
+                    }
+                }
+                Replaying::Admitting(waiting) => {
+                    let authorized = std::task::ready!(Pin::new(waiting).poll(cx))?;
+                    return Poll::Ready(Ok(Some(Authorized {
+                        attempt: Attempt::Replay,
+                        ..authorized
+                    })));
+                }
+            };
+            self.state = next;
+        }
     }
 }
 
@@ -312,7 +357,7 @@ impl TokenManager {
     /// A request whose token's budget is spent until `reset_at`: it waits for the
     /// reset or fails, as the rate-limit policy says.
     #[cold]
-    fn over_budget(&self, reset_at: std::time::SystemTime) -> Authorize {
+    pub(crate) fn over_budget(&self, reset_at: std::time::SystemTime) -> Authorize {
         let wait = reset_at
             .duration_since(self.clock().now())
             .unwrap_or_default();

@@ -23,8 +23,8 @@ use crate::Jitter;
 
 /// How many attempts a request gets unless told otherwise, the first included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-/// How long a request may take, retries and waits included, before the last answer
-/// is returned as it is (default).
+/// How long after the first attempt a retry may still start (default): past it, the
+/// last answer is returned as it is. (An attempt already sent is not cut short.)
 pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(60);
 
 /// Which requests are sent again, and when. Used by `procore-auth-tower`'s

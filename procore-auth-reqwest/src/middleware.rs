@@ -119,7 +119,15 @@ impl ProcoreAuthMiddleware {
                 Authorize::Pending(waiting) => waiting.await.map_err(Error::middleware)?,
             };
         let attached = authorized.attach(request.headers_mut());
-        let response = next.clone().run(request, extensions).await?;
+        let response = match next.clone().run(request, extensions).await {
+            Ok(response) => response,
+            Err(error) => {
+                if matches!(&error, Error::Reqwest(error) if error.is_connect()) {
+                    attached.unsent();
+                }
+                return Err(error);
+            }
+        };
         if response.url() != hop.url() {
             // The wrapped client followed redirects itself, out of our sight: which
             // hop got what is unknown, so the response is not judged.
@@ -138,8 +146,13 @@ impl ProcoreAuthMiddleware {
         // `None` for streaming bodies: such a request is not replayed.
         match (replay_with.await.map_err(Error::middleware)?, hop.copy()) {
             (Some(authorized), Some(mut replay)) => {
-                authorized.attach(replay.headers_mut());
-                next.run(replay, extensions).await
+                let attached = authorized.attach(replay.headers_mut());
+                let replayed = next.run(replay, extensions).await;
+                if let Ok(response) = &replayed {
+                    // Never a second replay; this records the token's budget.
+                    let _ = attached.judge(response.status(), response.headers());
+                }
+                replayed
             }
             _ => Ok(response),
         }

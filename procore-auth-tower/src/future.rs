@@ -38,9 +38,9 @@ pin_project! {
         // A 401 reported to the manager, waiting for the token to replay with.
         Rejecting { rejecting: Box<Rejecting<S, B>> },
         // Waiting for the replay's service to be ready.
-        ReadyingReplay { replay: Box<Replay<S, B>> },
-        // The replay's call: its response is final.
-        Replaying { #[pin] call: S::Future },
+        ReadyingReplay { replay: Box<Replay<S, B>>, attached: Attached },
+        // The replay's call: its response is final (and feeds the token's budget).
+        Replaying { #[pin] call: S::Future, attached: Attached },
         Done,
     }
 }
@@ -155,8 +155,8 @@ where
                     match (replacement.map_err(Error::Auth)?, then.replay.take()) {
                         (Some(authorized), Some(mut replay)) => {
                             let request = replay.0.as_mut().expect(COMPLETED);
-                            authorized.attach(request.headers_mut());
-                            State::ReadyingReplay { replay }
+                            let attached = authorized.attach(request.headers_mut());
+                            State::ReadyingReplay { replay, attached }
                         }
                         // Not replayable, or the manager advises against it: the
                         // caller gets the 401 (the token was refreshed if it could be).
@@ -166,14 +166,19 @@ where
                         }
                     }
                 }
-                StateProj::ReadyingReplay { replay } => {
+                StateProj::ReadyingReplay { replay, attached } => {
                     let Replay(request, service) = &mut **replay;
                     ready!(service.poll_ready(cx)).map_err(Error::Service)?;
                     let call = service.call(request.take().expect(COMPLETED));
-                    State::Replaying { call }
+                    let attached = attached.clone();
+                    State::Replaying { call, attached }
                 }
-                StateProj::Replaying { call } => {
+                StateProj::Replaying { call, attached } => {
                     let response = ready!(call.poll(cx));
+                    if let Ok(response) = &response {
+                        // Never a second replay; this records the token's budget.
+                        let _ = attached.judge(response.status(), response.headers());
+                    }
                     state.set(State::Done);
                     return Poll::Ready(response.map_err(Error::Service));
                 }

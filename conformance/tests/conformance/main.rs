@@ -7,6 +7,7 @@
 //! own timeout in `cancellation`, natural expiry in `expiry`), and they assert on
 //! counts, never on durations.
 
+mod adversarial_rate_limits;
 mod adversarial_tenants;
 mod attach;
 mod cancellation;

@@ -578,7 +578,17 @@ impl TokenManager {
     pub(crate) fn record_rate_limit(&self, generation: Generation, headers: &http::HeaderMap) {
         let inner = &self.handle.inner;
         if inner.cell.latest_generation() == generation.get() {
-            inner.rate_limit.record(generation.get(), headers);
+            let now = unix_seconds(inner.clock.now());
+            inner.rate_limit.record(generation.get(), headers, now);
+        }
+    }
+
+    /// Gives back the budget a request of `generation` took when it was admitted: it
+    /// never reached the server (its connection failed).
+    pub(crate) fn refund_rate_limit(&self, generation: Generation) {
+        let inner = &self.handle.inner;
+        if inner.rate_limit_policy != RateLimitPolicy::Observe {
+            inner.rate_limit.refund(generation.get());
         }
     }
 
@@ -592,7 +602,9 @@ impl TokenManager {
             RateLimitPolicy::Wait { .. } => true,
             RateLimitPolicy::FailFast => false,
         };
-        let now = inner.coarse.millis() / 1000;
+        // The precise clock: the wait for a reset is computed from it too, and a
+        // decision on the coarse one (up to a tick behind) would make waiters spin.
+        let now = unix_seconds(inner.clock.now());
         inner
             .rate_limit
             .take(generation.get(), now, probe)
@@ -882,6 +894,10 @@ impl Inner {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = error;
     }
+}
+
+fn unix_seconds(time: SystemTime) -> u64 {
+    unix_millis(time) / 1000
 }
 
 /// The policy for the source's environment (production if it does not say).
