@@ -379,7 +379,7 @@ mod tests {
     use super::*;
     use crate::{AccessToken, RefreshToken};
 
-    fn token(access: &str, refresh: &str) -> Token {
+    pub(super) fn token(access: &str, refresh: &str) -> Token {
         Token::new(
             AccessToken::new(access),
             Some(RefreshToken::new(refresh)),
@@ -389,7 +389,7 @@ mod tests {
         .unwrap()
     }
 
-    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    pub(super) fn block_on<F: std::future::Future>(future: F) -> F::Output {
         futures_util::FutureExt::now_or_never(future).expect("store futures complete at once")
     }
 

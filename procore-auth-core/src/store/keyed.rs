@@ -271,24 +271,8 @@ impl<K: fmt::Display + Send + Sync> KeyedTokenStore<K> for KeyedFileStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use super::*;
-    use crate::{AccessToken, RefreshToken};
-
-    fn token(access: &str, refresh: &str) -> Token {
-        Token::new(
-            AccessToken::new(access),
-            Some(RefreshToken::new(refresh)),
-            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            Some(UNIX_EPOCH + Duration::from_secs(1_700_005_400)),
-        )
-        .unwrap()
-    }
-
-    fn block_on<F: std::future::Future>(future: F) -> F::Output {
-        futures_util::FutureExt::now_or_never(future).expect("store futures complete at once")
-    }
+    use crate::store::tests::{block_on, token};
 
     /// The per-key compare-and-swap, and keys independent of each other.
     fn exercise(store: &dyn KeyedTokenStore<String>) {
