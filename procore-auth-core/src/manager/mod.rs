@@ -578,7 +578,8 @@ impl TokenManager {
     pub(crate) fn record_rate_limit(&self, generation: Generation, headers: &http::HeaderMap) {
         let inner = &self.handle.inner;
         if inner.cell.latest_generation() == generation.get() {
-            let now = unix_seconds(inner.clock.now());
+            // The coarse clock (no system call): `now` only bounds absurd resets.
+            let now = inner.coarse.millis() / 1000;
             inner.rate_limit.record(generation.get(), headers, now);
         }
     }
