@@ -477,7 +477,8 @@ async fn a_waiter_whose_subscription_broke_still_sees_the_peers_save() {
         .unwrap();
     let peer = RedisStore::connect(&url).await.unwrap();
     let key = KEY.to_owned();
-    let now = SystemClock.now()
+    let now = SystemClock
+        .now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
