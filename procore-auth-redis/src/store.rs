@@ -62,6 +62,10 @@ const REPLACED_KEPT: u32 = 32;
 /// - **Redis unreachable.** Requests keep using a still-valid token (reading it needs
 ///   no Redis). A refresh fails with a transient [`StoreError::Io`] rather than
 ///   present a refresh token without the lease, and succeeds again once Redis is back.
+///   One window remains: if Redis becomes unreachable after Procore rotated the pair
+///   and stays so through the manager's save retries (about 2 s), the new pair lives
+///   only in the refreshing process's memory (it keeps working); a peer that refreshes
+///   meanwhile presents the old refresh token and gets `invalid_grant`.
 ///
 /// # Durability
 ///
