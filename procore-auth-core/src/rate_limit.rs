@@ -309,15 +309,22 @@ impl<'a> Reported<'a> {
 
 /// A count as Procore sends it: 1 to 20 ASCII digits that fit a `u64`. Anything else
 /// (signs, spaces, decimals, overflow) is `None`.
+#[inline]
 fn parse_count(value: &HeaderValue) -> Option<u64> {
     let bytes = value.as_bytes();
-    if bytes.is_empty() || bytes.len() > 20 {
-        return None;
+    match bytes.len() {
+        // Up to 19 digits cannot overflow a `u64`: no checked arithmetic (this runs
+        // three times per response).
+        1..=19 => bytes.iter().try_fold(0_u64, |number, byte| {
+            let digit = byte.wrapping_sub(b'0');
+            (digit <= 9).then(|| number * 10 + u64::from(digit))
+        }),
+        20 => bytes.iter().try_fold(0_u64, |number, byte| {
+            let digit = byte.checked_sub(b'0').filter(|digit| *digit <= 9)?;
+            number.checked_mul(10)?.checked_add(u64::from(digit))
+        }),
+        _ => None,
     }
-    bytes.iter().try_fold(0_u64, |number, byte| {
-        let digit = byte.checked_sub(b'0').filter(|digit| *digit <= 9)?;
-        number.checked_mul(10)?.checked_add(u64::from(digit))
-    })
 }
 
 #[cfg(test)]
