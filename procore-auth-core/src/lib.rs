@@ -100,8 +100,8 @@ pub use manager::{
     DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_STORE_RECHECK,
 };
 pub use oauth::{
-    AuthorizationRequest, OAuthClient, Revocable, TokenApplication, TokenInfo, ENV_CLIENT_ID,
-    ENV_CLIENT_SECRET, ENV_ENVIRONMENT,
+    AuthorizationRequest, OAuthClient, Revocable, TokenApplication, TokenInfo, DEFAULT_USER_AGENT,
+    ENV_CLIENT_ID, ENV_CLIENT_SECRET, ENV_ENVIRONMENT,
 };
 pub use policy::{RequestPolicy, PROCORE_COMPANY_ID};
 pub use rate_limit::{

@@ -59,7 +59,11 @@ pub struct OAuthClient {
     environment: Environment,
     client_id: String,
     client_secret: ClientSecret,
+    user_agent: HeaderValue,
 }
+
+/// The `User-Agent` of token calls unless told otherwise: `procore-auth/<version>`.
+pub const DEFAULT_USER_AGENT: &str = concat!("procore-auth/", env!("CARGO_PKG_VERSION"));
 
 /// The variable [`OAuthClient::from_env`] reads the client id from.
 pub const ENV_CLIENT_ID: &str = "PROCORE_CLIENT_ID";
@@ -79,7 +83,21 @@ impl OAuthClient {
             environment,
             client_id: client_id.into(),
             client_secret,
+            user_agent: HeaderValue::from_static(DEFAULT_USER_AGENT),
         }
+    }
+
+    /// Sends `user_agent` as the `User-Agent` of token, revoke and token-info calls
+    /// (default [`DEFAULT_USER_AGENT`]): Procore asks integrations to name themselves,
+    /// e.g. `my-app/2.1 (+https://example.com)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] if `user_agent` is not a valid header value.
+    pub fn user_agent(mut self, user_agent: &str) -> Result<Self, Error> {
+        self.user_agent = HeaderValue::from_str(user_agent)
+            .map_err(|_| Error::Config("the User-Agent is not a valid header value".into()))?;
+        Ok(self)
     }
 
     /// The client configured by the environment, as Procore's other SDKs read it:
@@ -202,6 +220,7 @@ impl OAuthClient {
             headers.insert(header::AUTHORIZATION, bearer.clone());
         }
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, self.user_agent.clone());
         request
     }
 
@@ -223,6 +242,7 @@ impl OAuthClient {
             HeaderValue::from_static(FORM_CONTENT_TYPE),
         );
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, self.user_agent.clone());
         request
     }
 }
@@ -282,6 +302,22 @@ fn uri(url: &str) -> http::Uri {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_calls_carry_a_configurable_user_agent() {
+        let request = client().token_info_request(&crate::Token::from_refresh_token(
+            crate::RefreshToken::new("r"),
+        ));
+        assert_eq!(request.headers()[header::USER_AGENT], DEFAULT_USER_AGENT);
+        let client = client().user_agent("my-app/2.1").unwrap();
+        let request = client.revoke_request(&crate::RefreshToken::new("r"));
+        assert_eq!(request.headers()[header::USER_AGENT], "my-app/2.1");
+        assert!(
+            OAuthClient::new(Environment::production(), "id", ClientSecret::new("s"))
+                .user_agent("bad\nagent")
+                .is_err()
+        );
+    }
 
     /// The only test that touches these variables (tests run in parallel threads).
     #[test]
