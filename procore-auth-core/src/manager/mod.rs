@@ -578,8 +578,14 @@ impl TokenManager {
     pub(crate) fn record_rate_limit(&self, generation: Generation, headers: &http::HeaderMap) {
         let inner = &self.handle.inner;
         if inner.cell.latest_generation() == generation.get() {
-            // The coarse clock (no system call): `now` only bounds absurd resets.
-            let now = inner.coarse.millis() / 1000;
+            // `now` bounds absurd resets and turns a past one into "spent for a
+            // second". Admission reads the precise clock, and must agree with this
+            // (a coarse reading a tick behind would end that second at once); when
+            // nothing is admitted (`Observe`), the coarse clock saves a system call.
+            let now = match inner.rate_limit_policy {
+                RateLimitPolicy::Observe => inner.coarse.millis() / 1000,
+                _ => unix_seconds(inner.clock.now()),
+            };
             inner.rate_limit.record(generation.get(), headers, now);
         }
     }
