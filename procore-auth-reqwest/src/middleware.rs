@@ -1,9 +1,11 @@
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Once;
 
 use http::Extensions;
 use procore_auth_core::{
-    Authorize, ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, Token, TokenManager,
-    TokenStore, Tokens,
+    Authorize, ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, ReplayFuture, Token,
+    TokenManager, TokenStore, Tokens,
 };
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
@@ -73,88 +75,133 @@ impl ProcoreAuthMiddleware {
     }
 }
 
-#[async_trait::async_trait]
+// Written out rather than with `#[async_trait]`, and as one `async` block: the
+// expansion of an `async fn` moves each argument into a second local of its future,
+// so the request would take its space two or four times (and the boxed future would
+// outgrow the allocator's fast path).
 impl Middleware for ProcoreAuthMiddleware {
-    async fn handle(
-        &self,
+    fn handle<'this, 'ext, 'next, 'future>(
+        &'this self,
         mut request: Request,
-        extensions: &mut Extensions,
-        next: Next<'_>,
-    ) -> Result<Response> {
-        for _ in 0..MAX_REDIRECTS {
-            // Copied before our headers go on: the replay gets the new token, and the
-            // next hop gets the token only if the request policy says so.
-            let hop = Template::of(&request);
-            let response = self.send(request, &hop, extensions, next.clone()).await?;
-            match hop.follow(&response) {
-                Some(next_hop) => request = next_hop,
-                None => return Ok(response),
+        extensions: &'ext mut Extensions,
+        next: Next<'next>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response>> + Send + 'future>>
+    where
+        'this: 'future,
+        'ext: 'future,
+        'next: 'future,
+        Self: 'future,
+    {
+        Box::pin(async move {
+            let mut redirects = 0;
+            loop {
+                // Copied before our headers go on: the replay gets the new token, and
+                // the next hop gets the token only if the request policy says so.
+                let hop = Template::of(&request);
+                let authorized = match self.authorize(&request, extensions) {
+                    Authorize::Skip => None,
+                    Authorize::Ready(authorized) => Some(authorized),
+                    Authorize::Pending(waiting) => Some(waiting.await.map_err(Error::middleware)?),
+                };
+                let response = match authorized {
+                    None => next.clone().run(request, extensions).await?,
+                    Some(authorized) => {
+                        let attached = authorized.attach(request.headers_mut());
+                        let response = match next.clone().run(request, extensions).await {
+                            Ok(response) => response,
+                            Err(error) => {
+                                if matches!(&error, Error::Reqwest(error) if error.is_connect()) {
+                                    attached.unsent();
+                                }
+                                return Err(error);
+                            }
+                        };
+                        let replay_with = answers(&response, &hop)
+                            .then(|| attached.judge(response.status(), response.headers()))
+                            .flatten();
+                        match replay_with {
+                            // Rare (a 401): boxed, so that this future stays small.
+                            Some(replay_with) => {
+                                let replay = self.replay(
+                                    response,
+                                    replay_with,
+                                    &hop,
+                                    &mut *extensions,
+                                    next.clone(),
+                                );
+                                Box::pin(replay).await?
+                            }
+                            None => response,
+                        }
+                    }
+                };
+                if redirects == MAX_REDIRECTS {
+                    return Ok(response);
+                }
+                match hop.follow(&response) {
+                    Some(next_hop) => request = next_hop,
+                    None => return Ok(response),
+                }
+                redirects += 1;
             }
-        }
-        let hop = Template::of(&request);
-        self.send(request, &hop, extensions, next).await
+        })
     }
 }
 
 impl ProcoreAuthMiddleware {
-    /// One hop: our token if the request policy gives it one, and one replay if
-    /// Procore rejects it.
-    async fn send(
+    /// Whether (and with which token) the request gets our token.
+    fn authorize(&self, request: &Request, extensions: &Extensions) -> Authorize {
+        let url = request.url();
+        let host = url.host_str().unwrap_or_default();
+        self.tokens.authorize_origin(
+            url.scheme(),
+            host,
+            url.port(),
+            request.headers(),
+            extensions,
+        )
+    }
+
+    /// Replays a request whose token Procore rejected, once, if the manager has a
+    /// new token for it and its body can be sent again; otherwise returns the 401.
+    async fn replay(
         &self,
-        mut request: Request,
+        rejection: Response,
+        replay_with: ReplayFuture,
         hop: &Template,
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> Result<Response> {
-        let url = request.url();
-        let host = url.host_str().unwrap_or_default();
-        let (headers, port) = (request.headers(), url.port());
-        let authorized =
-            match self
-                .tokens
-                .authorize_origin(url.scheme(), host, port, headers, extensions)
-            {
-                Authorize::Skip => return next.run(request, extensions).await,
-                Authorize::Ready(authorized) => authorized,
-                Authorize::Pending(waiting) => waiting.await.map_err(Error::middleware)?,
-            };
-        let attached = authorized.attach(request.headers_mut());
-        let response = match next.clone().run(request, extensions).await {
-            Ok(response) => response,
-            Err(error) => {
-                if matches!(&error, Error::Reqwest(error) if error.is_connect()) {
-                    attached.unsent();
-                }
-                return Err(error);
-            }
-        };
-        if response.url() != hop.url() {
-            // The wrapped client followed redirects itself, out of our sight: which
-            // hop got what is unknown, so the response is not judged.
-            static WARNING: Once = Once::new();
-            WARNING.call_once(|| {
-                tracing::warn!(
-                    "the client wrapped by ProcoreAuthMiddleware follows redirects: build it \
-                     with procore_auth_reqwest::client_builder() (redirect::Policy::none())"
-                );
-            });
-            return Ok(response);
-        }
-        let Some(replay_with) = attached.judge(response.status(), response.headers()) else {
-            return Ok(response);
+        let Some(authorized) = replay_with.await.map_err(Error::middleware)? else {
+            return Ok(rejection);
         };
         // `None` for streaming bodies: such a request is not replayed.
-        match (replay_with.await.map_err(Error::middleware)?, hop.copy()) {
-            (Some(authorized), Some(mut replay)) => {
-                let attached = authorized.attach(replay.headers_mut());
-                let replayed = next.run(replay, extensions).await;
-                if let Ok(response) = &replayed {
-                    // Never a second replay; this records the token's budget.
-                    let _ = attached.judge(response.status(), response.headers());
-                }
-                replayed
-            }
-            _ => Ok(response),
+        let Some(mut replay) = hop.copy() else {
+            return Ok(rejection);
+        };
+        let attached = authorized.attach(replay.headers_mut());
+        let replayed = next.run(replay, extensions).await;
+        if let Ok(response) = &replayed {
+            // Never a second replay; this records the token's budget.
+            let _ = attached.judge(response.status(), response.headers());
         }
+        replayed
     }
+}
+
+/// Whether `response` answers the request `hop` sent. It does not when the wrapped
+/// client followed redirects itself, out of our sight: which hop got what is unknown,
+/// so the response is not judged (and a warning says how to build the client).
+fn answers(response: &Response, hop: &Template) -> bool {
+    if response.url() == hop.url() {
+        return true;
+    }
+    static WARNING: Once = Once::new();
+    WARNING.call_once(|| {
+        tracing::warn!(
+            "the client wrapped by ProcoreAuthMiddleware follows redirects: build it with \
+             procore_auth_reqwest::client_builder() (redirect::Policy::none())"
+        );
+    });
+    false
 }
