@@ -151,7 +151,7 @@ impl RequestPolicy {
     /// Whether a request to `uri` with `headers` gets our token. Relative URIs never do.
     #[inline]
     pub fn should_attach(&self, uri: &Uri, headers: &HeaderMap) -> bool {
-        if !self.overwrite_authorization && headers.contains_key(AUTHORIZATION) {
+        if !self.overwrite_authorization && carries_authorization(headers) {
             return false;
         }
         let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
@@ -176,7 +176,7 @@ impl RequestPolicy {
         port: Option<u16>,
         headers: &HeaderMap,
     ) -> bool {
-        (self.overwrite_authorization || !headers.contains_key(AUTHORIZATION))
+        (self.overwrite_authorization || !carries_authorization(headers))
             && self.is_trusted_origin(scheme, host, port)
     }
 
@@ -211,6 +211,18 @@ impl RequestPolicy {
                 headers.insert(PROCORE_COMPANY_ID, company_id.clone());
             }
         }
+    }
+}
+
+/// Whether the caller set `Authorization`. A request carries a handful of headers, and
+/// comparing each name (an integer compare for a standard one) costs less than hashing
+/// the name for a lookup; a larger map is looked up.
+#[inline]
+fn carries_authorization(headers: &HeaderMap) -> bool {
+    if headers.keys_len() <= 8 {
+        headers.keys().any(|name| *name == AUTHORIZATION)
+    } else {
+        headers.contains_key(AUTHORIZATION)
     }
 }
 
@@ -278,6 +290,35 @@ mod tests {
 
     fn attaches(policy: &RequestPolicy, url: &str) -> bool {
         policy.should_attach(&url.parse().unwrap(), &HeaderMap::new())
+    }
+
+    /// The caller's own `Authorization` is found in small maps (compared name by name)
+    /// and large ones (looked up), wherever it sits.
+    #[test]
+    fn a_callers_authorization_is_kept_in_maps_of_every_size() {
+        let policy = RequestPolicy::new(&Environment::production());
+        let uri: Uri = "https://api.procore.com/rest/v1.0/me".parse().unwrap();
+        for others in [0, 1, 7, 8, 9, 30] {
+            for position in 0..=others {
+                let mut headers = HeaderMap::new();
+                for index in 0..others {
+                    if index == position {
+                        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic x"));
+                    }
+                    let name =
+                        http::header::HeaderName::try_from(format!("x-other-{index}")).unwrap();
+                    headers.insert(name, HeaderValue::from_static("1"));
+                }
+                if position == others {
+                    headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic x"));
+                }
+                assert!(!policy.should_attach(&uri, &headers), "{others} {position}");
+                assert!(!policy.should_attach_to("https", "api.procore.com", None, &headers));
+                headers.remove(AUTHORIZATION);
+                assert!(policy.should_attach(&uri, &headers), "{others} {position}");
+                assert!(policy.should_attach_to("https", "api.procore.com", None, &headers));
+            }
+        }
     }
 
     #[test]
