@@ -22,8 +22,8 @@ use procore_auth_core::{
 pub const LIMIT: u64 = 3_600;
 /// …whose window is an hour.
 pub const WINDOW: Duration = Duration::from_secs(3_600);
-/// Requests answered per window before the next window starts (its reset an hour
-/// later): fewer than [`LIMIT`], so the budget never runs out and
+/// Requests answered per window before the next window starts (its reset a second
+/// later, see [`reset_of`]): fewer than [`LIMIT`], so the budget never runs out and
 /// `RateLimitPolicy::Wait` admits every request at once.
 pub const ANSWERS_PER_WINDOW: u64 = 3_000;
 
@@ -31,7 +31,7 @@ pub const ANSWERS_PER_WINDOW: u64 = 3_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Headers {
     /// `X-Rate-Limit-Limit: 3600`, `X-Rate-Limit-Remaining` counting down from 3599,
-    /// `X-Rate-Limit-Reset` a fixed Unix second an hour ahead (an hour later for each
+    /// `X-Rate-Limit-Reset` a fixed Unix second an hour ahead (a second later for each
     /// new window).
     RateLimit,
     /// The same values under three other names of the same lengths, which the
@@ -138,8 +138,12 @@ impl Answers {
     }
 }
 
+/// Window `window`'s reset: a second after the previous one. A later reset is what
+/// tells the manager a new window began; an hour per window would put the resets of
+/// a long run more than a day ahead, which the manager ignores as absurd (and then,
+/// under `RateLimitPolicy::Wait`, the last believed window runs out).
 fn reset_of(first_reset: u64, window: u64) -> u64 {
-    first_reset + window * WINDOW.as_secs()
+    first_reset + window
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The cost of the middleware on a request that needs no refresh: a middleware chain
 //! ending in a terminal middleware that answers at once, with nothing in front, with a
-//! middleware that inserts a static header, and with `ProcoreAuthMiddleware`; and
-//! what recording Procore's rate-limit headers (and admitting requests against them)
-//! adds, with a terminal that answers with them (see [`crate::rate_limit`]).
+//! middleware that inserts a static header, with that middleware inside
+//! reqwest-retry's `RetryTransientMiddleware` (the retrying chain a user would
+//! otherwise pick), and with `ProcoreAuthMiddleware`; and what recording Procore's
+//! rate-limit headers (and admitting requests against them) adds, with a terminal
+//! that answers with them (see [`crate::rate_limit`]).
 
 use std::time::{Duration, Instant};
 
@@ -12,9 +14,11 @@ use procore_auth_core::{RateLimitPolicy, TokenManager};
 use procore_auth_reqwest::ProcoreAuthMiddleware;
 use reqwest::{Method, Request, Response, ResponseBuilderExt, Url};
 use reqwest_middleware::{ClientBuilder, ClientWithMiddleware, Middleware, Next, Result};
+use reqwest_retry::policies::ExponentialBackoff;
+use reqwest_retry::RetryTransientMiddleware;
 
 use crate::rate_limit::{Answers, Headers};
-use crate::{fresh_token, NeverRefreshes, Ran};
+use crate::{fresh_token, headroom, NeverRefreshes, Ran};
 
 /// What runs before the terminal middleware.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +27,13 @@ pub enum Chain {
     Bare,
     /// A middleware that inserts a static, sensitive `Authorization` header.
     StaticHeader,
+    /// reqwest-retry's `RetryTransientMiddleware` (exponential backoff, 3 retries, as
+    /// reqwest-middleware's README sets it up) alone: what its machinery costs.
+    Retry,
+    /// [`Chain::StaticHeader`] inside [`Chain::Retry`], so every attempt gets the
+    /// header: the retrying chain [`Chain::ProcoreAuth`] competes with. (The
+    /// middleware clones the request before every attempt and sends the clone.)
+    StaticHeaderRetry,
     /// `ProcoreAuthMiddleware` with a fresh token.
     ProcoreAuth,
     /// Only the terminal middleware, answering with Procore's rate-limit headers:
@@ -41,9 +52,11 @@ pub enum Chain {
 
 impl Chain {
     /// Every chain, baselines first.
-    pub const ALL: [Chain; 7] = [
+    pub const ALL: [Chain; 9] = [
         Chain::Bare,
         Chain::StaticHeader,
+        Chain::Retry,
+        Chain::StaticHeaderRetry,
         Chain::ProcoreAuth,
         Chain::BareRateLimitHeaders,
         Chain::ProcoreAuthOtherHeaders,
@@ -56,6 +69,8 @@ impl Chain {
         match self {
             Chain::Bare => "terminal only",
             Chain::StaticHeader => "static header middleware",
+            Chain::Retry => "reqwest-retry alone (no auth)",
+            Chain::StaticHeaderRetry => "static header + reqwest-retry",
             Chain::ProcoreAuth => "ProcoreAuthMiddleware",
             Chain::BareRateLimitHeaders => "terminal only, rate-limit headers answered",
             Chain::ProcoreAuthOtherHeaders => "ProcoreAuthMiddleware, other headers answered",
@@ -68,12 +83,15 @@ impl Chain {
         }
     }
 
-    /// The chains the ratio runner divides by: as [`Stack::compared_with`].
+    /// The chains the ratio runner divides by: as [`Stack::compared_with`] (the
+    /// middleware, which replays after a 401, against the retrying chain first).
     ///
     /// [`Stack::compared_with`]: crate::tower_overhead::Stack::compared_with
     pub fn compared_with(self) -> &'static [Chain] {
         match self {
-            Chain::Bare | Chain::StaticHeader | Chain::ProcoreAuth => &[Chain::StaticHeader],
+            Chain::Bare | Chain::StaticHeader | Chain::StaticHeaderRetry => &[Chain::StaticHeader],
+            Chain::Retry => &[Chain::Bare],
+            Chain::ProcoreAuth => &[Chain::StaticHeaderRetry, Chain::StaticHeader],
             Chain::BareRateLimitHeaders => &[Chain::Bare],
             Chain::ProcoreAuthOtherHeaders => &[Chain::ProcoreAuth],
             Chain::ProcoreAuthRateLimitHeaders => {
@@ -85,7 +103,11 @@ impl Chain {
 
     fn answers(self) -> Option<Headers> {
         match self {
-            Chain::Bare | Chain::StaticHeader | Chain::ProcoreAuth => None,
+            Chain::Bare
+            | Chain::StaticHeader
+            | Chain::Retry
+            | Chain::StaticHeaderRetry
+            | Chain::ProcoreAuth => None,
             Chain::ProcoreAuthOtherHeaders => Some(Headers::Other),
             Chain::BareRateLimitHeaders
             | Chain::ProcoreAuthRateLimitHeaders
@@ -141,14 +163,24 @@ fn client(chain: Chain, manager: &TokenManager, answers: Option<Answers>) -> Cli
             .build()
             .expect("a reqwest client builds"),
     );
-    let builder = match chain {
-        Chain::Bare => builder,
-        Chain::StaticHeader => builder.with(StaticHeader(
+    let static_header = || {
+        StaticHeader(
             token
                 .header_value()
                 .expect("bench tokens have an access token")
                 .clone(),
-        )),
+        )
+    };
+    let retry = || {
+        RetryTransientMiddleware::new_with_policy(
+            ExponentialBackoff::builder().build_with_max_retries(3),
+        )
+    };
+    let builder = match chain {
+        Chain::Bare => builder,
+        Chain::StaticHeader => builder.with(static_header()),
+        Chain::Retry => builder.with(retry()),
+        Chain::StaticHeaderRetry => builder.with(retry()).with(static_header()),
         Chain::BareRateLimitHeaders => builder,
         Chain::ProcoreAuth
         | Chain::ProcoreAuthOtherHeaders
@@ -189,9 +221,13 @@ pub fn run_inspected(chain: Chain, iterations: u64) -> Ran {
         HeaderValue::from_static("procore-sync/1.4"),
     );
     headers.insert("procore-company-id", HeaderValue::from_static("4294967297"));
+    // Copies with room for one more header, as a request from reqwest's
+    // `RequestBuilder` has (see `crate::headroom` for why not plain `try_clone`s).
+    headroom::reserve_in_template(headers);
     let started = Instant::now();
     for _ in 0..iterations {
-        let request = template.try_clone().expect("no body");
+        let mut request = template.try_clone().expect("no body");
+        headroom::make_room(request.headers_mut());
         let response = client
             .execute(std::hint::black_box(request))
             .now_or_never()

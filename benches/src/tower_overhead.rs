@@ -1,23 +1,32 @@
 //! The cost of the layer on a request that needs no refresh: a no-op service, bare,
-//! behind tower-http's static `AddAuthorization`, and behind `ProcoreAuthLayer` with
-//! one `TokenManager` or with a `TokenRegistry` of many tenants; and what recording
+//! behind tower-http's static `AddAuthorization`, behind the off-the-shelf replay stack
+//! a user would otherwise pick (`AddAuthorization` inside `tower::retry`, retrying
+//! once on a 401), and behind `ProcoreAuthLayer` with one `TokenManager` or with a
+//! `TokenRegistry` of many tenants; the replaying stacks again over a service holding
+//! a real hyper-util client (what cloning it per request costs); and what recording
 //! Procore's rate-limit headers (and admitting requests against them) adds, with a
 //! service that answers with them (see [`crate::rate_limit`]).
 
 use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{header, Request, Response};
+use http::{header, Request, Response, StatusCode};
 use http_body_util::Empty;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use procore_auth_core::{RateLimitPolicy, TokenManager};
 use procore_auth_tower::ProcoreAuthLayer;
+use tower::retry::{Policy, RetryLayer};
 use tower::{Layer, Service, ServiceExt};
 use tower_http::auth::AddAuthorizationLayer;
 
 use crate::rate_limit::{Answers, Headers};
-use crate::{fresh_token, registry, NeverRefreshes, Ran};
+use crate::{fresh_token, headroom, registry, NeverRefreshes, Ran};
 
 type Body = Empty<Bytes>;
 
@@ -28,11 +37,25 @@ pub enum Stack {
     Bare,
     /// tower-http's `AddAuthorizationLayer::bearer` with a static token.
     StaticBearer,
+    /// `tower::retry::RetryLayer` with [`RetryOn401`] around the no-op service, no
+    /// authorization: what the retry machinery alone costs.
+    Retry,
+    /// [`Stack::StaticBearer`] inside `tower::retry` with [`RetryOn401`]: the
+    /// off-the-shelf stack that replays a request after a 401, which
+    /// [`Stack::ProcoreAuth`] competes with. (`Retry` clones itself, the policy and
+    /// the inner service, and the request, per request.)
+    StaticBearerRetry,
     /// `ProcoreAuthLayer` with the default replay policy (requests are cloned before
     /// sending so a 401 can be replayed).
     ProcoreAuth,
     /// `ProcoreAuthLayer::without_replay`.
     ProcoreAuthNoReplay,
+    /// [`Stack::StaticBearerRetry`] over a service holding a real hyper-util legacy
+    /// `Client` (see [`ClientHandle`]), cloned with the service per request.
+    StaticBearerRetryClient,
+    /// [`Stack::ProcoreAuth`] over the same [`ClientHandle`]: the replay path clones
+    /// the inner service per request, as `tower::retry` does.
+    ProcoreAuthClient,
     /// `ProcoreAuthLayer` over one manager, as [`Stack::ProcoreAuth`], for requests
     /// that carry a `u64` in their extensions as [`Stack::ProcoreAuthRegistry`]'s do:
     /// it separates what the extension costs (each `Request::clone`, here and for
@@ -69,11 +92,15 @@ const _: () = assert!(REGISTRY_TENANTS == 1_000);
 
 impl Stack {
     /// Every stack, baselines first.
-    pub const ALL: [Stack; 11] = [
+    pub const ALL: [Stack; 15] = [
         Stack::Bare,
         Stack::StaticBearer,
+        Stack::Retry,
+        Stack::StaticBearerRetry,
         Stack::ProcoreAuth,
         Stack::ProcoreAuthNoReplay,
+        Stack::StaticBearerRetryClient,
+        Stack::ProcoreAuthClient,
         Stack::ProcoreAuthExtension,
         Stack::ProcoreAuthRegistry,
         Stack::BareRateLimitHeaders,
@@ -88,8 +115,12 @@ impl Stack {
         match self {
             Stack::Bare => "bare service",
             Stack::StaticBearer => "tower-http AddAuthorization",
+            Stack::Retry => "tower::retry alone (no auth)",
+            Stack::StaticBearerRetry => "AddAuthorization + tower::retry",
             Stack::ProcoreAuth => "ProcoreAuthLayer",
             Stack::ProcoreAuthNoReplay => "ProcoreAuthLayer (no replay)",
+            Stack::StaticBearerRetryClient => "AddAuthorization + tower::retry, hyper-util Client",
+            Stack::ProcoreAuthClient => "ProcoreAuthLayer, hyper-util Client",
             Stack::ProcoreAuthExtension => "ProcoreAuthLayer (one manager, u64 extension)",
             Stack::ProcoreAuthRegistry => "ProcoreAuthLayer (registry, 1000 tenants)",
             Stack::BareRateLimitHeaders => "bare service, rate-limit headers answered",
@@ -104,15 +135,23 @@ impl Stack {
         }
     }
 
-    /// The stacks the ratio runner divides by: tower-http's `AddAuthorization` for
-    /// the single-manager stacks, the layer over one manager for the registry's; for
-    /// a stack answered with headers, the same stack answered without, then (for
+    /// The stacks the ratio runner divides by: for the layer with replay, the
+    /// off-the-shelf replay stack (`AddAuthorization` + `tower::retry`), then
+    /// tower-http's `AddAuthorization`; `AddAuthorization` for the other
+    /// single-manager stacks; the same stack over the no-op service for the stacks
+    /// over a client handle; the layer over one manager for the registry's; for a
+    /// stack answered with headers, the same stack answered without, then (for
     /// recording and for admission) the one that isolates what it adds.
     pub fn compared_with(self) -> &'static [Stack] {
         match self {
-            Stack::Bare | Stack::StaticBearer | Stack::ProcoreAuth | Stack::ProcoreAuthNoReplay => {
-                &[Stack::StaticBearer]
-            }
+            Stack::Bare
+            | Stack::StaticBearer
+            | Stack::StaticBearerRetry
+            | Stack::ProcoreAuthNoReplay => &[Stack::StaticBearer],
+            Stack::Retry => &[Stack::Bare],
+            Stack::ProcoreAuth => &[Stack::StaticBearerRetry, Stack::StaticBearer],
+            Stack::StaticBearerRetryClient => &[Stack::StaticBearerRetry],
+            Stack::ProcoreAuthClient => &[Stack::StaticBearerRetryClient, Stack::ProcoreAuth],
             // The registry (and the same request over one manager) is compared with
             // the same layer over one manager.
             Stack::ProcoreAuthExtension | Stack::ProcoreAuthRegistry => &[Stack::ProcoreAuth],
@@ -174,6 +213,85 @@ fn noop(
     tower::service_fn(|_: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::new())) })
 }
 
+/// A service as users' services over a real client are: it holds a hyper-util legacy
+/// `Client` (an HTTP/1 connector, its pool, its executor) and is cloned with it, but
+/// answers at once without touching the network. Readiness is the client's.
+///
+/// `ProcoreAuthLayer`'s replay path keeps a clone of the inner service per request,
+/// and `tower::retry` clones itself (so the inner service) per request: over this
+/// service both pay what cloning a real client handle costs.
+#[derive(Clone, Debug)]
+pub struct ClientHandle {
+    client: Client<HttpConnector, Body>,
+}
+
+impl ClientHandle {
+    fn new() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl Service<Request<Body>> for ClientHandle {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Service::<Request<Body>>::poll_ready(&mut self.client, cx).map(|ready| {
+            ready.expect("a legacy client is always ready");
+            Ok(())
+        })
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // Where the client would send `request`.
+        std::hint::black_box((&self.client, request));
+        ready(Ok(Response::new(Body::new())))
+    }
+}
+
+/// `tower::retry`'s policy as a user would write it to replay after a 401: retry
+/// once when the response is a 401, keeping a clone of every request for it.
+///
+/// The state is per request: `Retry` clones its policy for every request it sends.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryOn401 {
+    retries_left: u8,
+}
+
+impl RetryOn401 {
+    /// One retry.
+    pub fn once() -> Self {
+        Self { retries_left: 1 }
+    }
+}
+
+impl<B: Clone, ResBody, E> Policy<Request<B>, Response<ResBody>, E> for RetryOn401 {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        _: &mut Request<B>,
+        result: &mut Result<Response<ResBody>, E>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                self.retries_left = self.retries_left.checked_sub(1)?;
+                Some(ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &Request<B>) -> Option<Request<B>> {
+        // `http::Request`'s `Clone`: method, URI, version, headers, extensions and
+        // body, each cloned (what `ProcoreAuthLayer`'s default replay policy does).
+        Some(request.clone())
+    }
+}
+
 /// Answers at once, with the headers of `answers`.
 fn answering(
     answers: Answers,
@@ -226,25 +344,36 @@ pub fn run_inspected(stack: Stack, shape: Shape, iterations: u64) -> Ran {
         )
     };
     let layer = || ProcoreAuthLayer::new(manager.clone());
+    let bearer = || {
+        AddAuthorizationLayer::bearer(
+            token
+                .access_token()
+                .expect("bench tokens have an access token")
+                .secret(),
+        )
+    };
+    let retry = || RetryLayer::new(RetryOn401::once());
     let elapsed = match stack {
         Stack::Bare => drive(noop(), &template, iterations),
-        Stack::StaticBearer => drive(
-            AddAuthorizationLayer::bearer(
-                token
-                    .access_token()
-                    .expect("bench tokens have an access token")
-                    .secret(),
-            )
-            .layer(noop()),
-            &template,
-            iterations,
-        ),
+        Stack::StaticBearer => drive(bearer().layer(noop()), &template, iterations),
+        Stack::Retry => drive(retry().layer(noop()), &template, iterations),
+        Stack::StaticBearerRetry => {
+            drive(retry().layer(bearer().layer(noop())), &template, iterations)
+        }
         Stack::ProcoreAuth => drive(layer().layer(noop()), &template, iterations),
         Stack::ProcoreAuthNoReplay => drive(
             layer().without_replay().layer(noop()),
             &template,
             iterations,
         ),
+        Stack::StaticBearerRetryClient => drive(
+            retry().layer(bearer().layer(ClientHandle::new())),
+            &template,
+            iterations,
+        ),
+        Stack::ProcoreAuthClient => {
+            drive(layer().layer(ClientHandle::new()), &template, iterations)
+        }
         Stack::ProcoreAuthExtension => {
             template
                 .extensions_mut()
@@ -279,11 +408,31 @@ pub fn run_inspected(stack: Stack, shape: Shape, iterations: u64) -> Ran {
     }
 }
 
+/// The requests sent: copies of a template with room for one more header, as a
+/// request from a builder has (see [`crate::headroom`] for why not plain clones).
+struct Template(Request<Body>);
+
+impl Template {
+    fn new(request: &Request<Body>) -> Self {
+        let mut template = request.clone();
+        headroom::reserve_in_template(template.headers_mut());
+        Self(template)
+    }
+
+    /// A copy of the template, with room for one more header.
+    fn request(&self) -> Request<Body> {
+        let mut request = self.0.clone();
+        headroom::make_room(request.headers_mut());
+        request
+    }
+}
+
 fn drive<S>(mut service: S, template: &Request<Body>, iterations: u64) -> Duration
 where
     S: Service<Request<Body>, Response = Response<Body>>,
     S::Error: std::fmt::Debug,
 {
+    let template = Template::new(template);
     let started = Instant::now();
     for _ in 0..iterations {
         let ready = ServiceExt::<Request<Body>>::ready(&mut service)
@@ -291,7 +440,7 @@ where
             .expect("always ready")
             .expect("never fails");
         let response = ready
-            .call(std::hint::black_box(template.clone()))
+            .call(std::hint::black_box(template.request()))
             .now_or_never()
             .expect("answers at once")
             .expect("never fails");
@@ -303,6 +452,55 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The peer stack replays: `AddAuthorization` inside `tower::retry` with
+    /// [`RetryOn401`] sends a request rejected with a 401 twice, both times with the
+    /// header, and gives the second answer; a 200 is sent once.
+    #[test]
+    fn the_retry_stack_replays_once_after_a_401() {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        use std::sync::Arc;
+        for (status, calls) in [(StatusCode::UNAUTHORIZED, 2), (StatusCode::OK, 1)] {
+            let sent = Arc::new(AtomicU16::new(0));
+            let counting = {
+                let sent = Arc::clone(&sent);
+                tower::service_fn(move |request: Request<Body>| {
+                    assert!(request.headers().contains_key(header::AUTHORIZATION));
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    let mut response = Response::new(Body::new());
+                    *response.status_mut() = status;
+                    async move { Ok::<_, Infallible>(response) }
+                })
+            };
+            let mut service = RetryLayer::new(RetryOn401::once())
+                .layer(AddAuthorizationLayer::bearer("static").layer(counting));
+            let response = ServiceExt::<Request<Body>>::ready(&mut service)
+                .now_or_never()
+                .expect("ready")
+                .expect("never fails")
+                .call(Shape::Typical.request())
+                .now_or_never()
+                .expect("answers at once")
+                .expect("never fails");
+            assert_eq!(response.status(), status);
+            assert_eq!(sent.load(Ordering::Relaxed), calls);
+        }
+    }
+
+    /// The fixture's requests are the template's.
+    #[test]
+    fn requests_are_like_the_template() {
+        for shape in Shape::ALL {
+            let mut template = shape.request();
+            template.extensions_mut().insert(7_u64);
+            let request = Template::new(&template).request();
+            assert_eq!(request.method(), template.method());
+            assert_eq!(request.uri(), template.uri());
+            assert_eq!(request.version(), template.version());
+            assert_eq!(request.headers(), template.headers());
+            assert_eq!(request.extensions().get::<u64>(), Some(&7));
+        }
+    }
 
     #[test]
     fn every_stack_sends_every_shape() {

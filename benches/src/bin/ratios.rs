@@ -88,6 +88,8 @@ fn variants() -> Vec<Variant> {
                     if matches!(design, Design::Manager | Design::SharedPerGeneration) {
                         assert_eq!(outcome.token_calls, 1, "{}", design.name());
                     }
+                    // A herd: every task waited for the refresh.
+                    assert_eq!(outcome.waited, tasks, "{}", design.name());
                     TOKEN_CALLS.with(|calls| {
                         let mut calls = calls.borrow_mut();
                         let most = calls.entry((tasks, design.name())).or_insert(0);
