@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(next_window[X_RATE_LIMIT_REMAINING], "3599");
         assert_eq!(
             next_window[X_RATE_LIMIT_RESET],
-            (reset + 3_600).to_string().as_str()
+            (reset + 1).to_string().as_str()
         );
     }
 
