@@ -4,8 +4,8 @@ use std::sync::Once;
 
 use http::Extensions;
 use procore_auth_core::{
-    Authorize, ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, ReplayFuture, Token,
-    TokenManager, TokenStore, Tokens,
+    Attached, Authorize, ClientCredentialsGrant, OAuthClient, RefreshTokenGrant, ReplayFuture,
+    Token, TokenManager, TokenStore, Tokens,
 };
 use reqwest::{Request, Response};
 use reqwest_middleware::{Error, Middleware, Next, Result};
@@ -107,15 +107,8 @@ impl Middleware for ProcoreAuthMiddleware {
                     None => next.clone().run(request, extensions).await?,
                     Some(authorized) => {
                         let attached = authorized.attach(request.headers_mut());
-                        let response = match next.clone().run(request, extensions).await {
-                            Ok(response) => response,
-                            Err(error) => {
-                                if matches!(&error, Error::Reqwest(error) if error.is_connect()) {
-                                    attached.unsent();
-                                }
-                                return Err(error);
-                            }
-                        };
+                        let sent = next.clone().run(request, extensions).await;
+                        let response = refund_unsent(sent, &attached)?;
                         let replay_with = answers(&response, &hop)
                             .then(|| attached.judge(response.status(), response.headers()))
                             .flatten();
@@ -180,20 +173,22 @@ impl ProcoreAuthMiddleware {
             return Ok(rejection);
         };
         let attached = authorized.attach(replay.headers_mut());
-        let replayed = next.run(replay, extensions).await;
-        if let Ok(response) = &replayed {
+        let replayed = refund_unsent(next.run(replay, extensions).await, &attached)?;
+        if answers(&replayed, hop) {
             // Never a second replay; this records the token's budget.
-            let _ = attached.judge(response.status(), response.headers());
+            let _ = attached.judge(replayed.status(), replayed.headers());
         }
-        replayed
+        Ok(replayed)
     }
 }
 
 /// Whether `response` answers the request `hop` sent. It does not when the wrapped
 /// client followed redirects itself, out of our sight: which hop got what is unknown,
 /// so the response is not judged (and a warning says how to build the client).
+///
+/// The fragment is not compared: it is never sent, and reqwest's response URL has none.
 fn answers(response: &Response, hop: &Template) -> bool {
-    if response.url() == hop.url() {
+    if without_fragment(response.url()) == without_fragment(hop.url()) {
         return true;
     }
     static WARNING: Once = Once::new();
@@ -204,4 +199,24 @@ fn answers(response: &Response, hop: &Template) -> bool {
         );
     });
     false
+}
+
+fn without_fragment(url: &reqwest::Url) -> &str {
+    let whole = url.as_str();
+    match url.fragment() {
+        Some(fragment) => &whole[..whole.len() - fragment.len() - 1],
+        None => whole,
+    }
+}
+
+/// Passes on the result of sending an attempt that carried our token; an attempt that
+/// never reached the server (its connection failed) gives back the rate-limit budget
+/// it took.
+fn refund_unsent(sent: Result<Response>, attached: &Attached) -> Result<Response> {
+    if let Err(Error::Reqwest(error)) = &sent {
+        if error.is_connect() {
+            attached.unsent();
+        }
+    }
+    sent
 }
