@@ -41,7 +41,8 @@ pub trait Clock: Send + Sync + fmt::Debug {
     fn monotonic(&self) -> Duration;
 
     /// A shared, cheaply readable reading of [`now`](Self::now), in milliseconds since
-    /// the Unix epoch, that may lag it by a short, bounded time.
+    /// the Unix epoch, that may lag it by a short, bounded time. (The [`SystemClock`]'s
+    /// reads `u64::MAX`, later than any deadline, until its ticker thread runs.)
     ///
     /// Called once per manager, when it is built; must not start work of its own (the
     /// [`SystemClock`]'s ticker thread starts with a manager's first token read).

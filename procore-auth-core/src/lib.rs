@@ -21,6 +21,17 @@
 //!   adapters, which hold no decisions of their own;
 //! - [`Spawn`]: where a refresh runs to completion once nobody waits for it.
 //!
+//! # Threads
+//!
+//! The crate starts one thread of its own, and only once used: with the
+//! [`SystemClock`] (the default), a manager's first token read starts
+//! `procore-auth-clock`, which stores the time every [`COARSE_TICK`] (100 ms) so that
+//! token reads never call the system clock. Building a manager starts nothing; once
+//! started, the thread (one per process, however many managers) runs until the
+//! process exits. Managers on a [`ManualClock`] or a [`Clock`] of your own never start
+//! it. Refreshes run on the [`Spawn`] you give the builder (by default
+//! [`AmbientTokio`]: the calling thread's Tokio runtime).
+//!
 //! An adapter implements [`Transport`] for its HTTP client and asks the manager for a
 //! header before every request:
 //!

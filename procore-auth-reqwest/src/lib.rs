@@ -110,6 +110,21 @@
 //! rather than `reqwest-retry`, which retries 429 on its own schedule and ignores
 //! `Retry-After` and the rate-limit reset that Procore asks clients to honour.
 //!
+//! # Features
+//!
+//! TLS for the clients this crate builds ([`client_builder`] and
+//! [`ReqwestTransport`]); Procore is HTTPS only, so real use needs one:
+//!
+//! - `rustls` (default): rustls with the aws-lc-rs provider and the platform's
+//!   certificate verifier.
+//! - `native-tls`: the platform's TLS library: OpenSSL on Linux (building needs its
+//!   headers and `pkg-config`), Security.framework on macOS, SChannel on Windows. Use
+//!   it with `default-features = false`; with both features on, reqwest uses
+//!   native-tls.
+//!
+//! With neither, only `http://` origins work (tests, the `procore-auth-testkit`
+//! emulator).
+//!
 //! [`reqwest-middleware`]: https://docs.rs/reqwest-middleware
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
