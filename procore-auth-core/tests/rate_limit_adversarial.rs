@@ -681,3 +681,6 @@ async fn rate_limit_paths_log_no_token() {
     assert!(!logs.contains("SECRET"), "{logs}");
     assert!(!debug.contains("SECRET"), "{debug}");
 }
+
+#[path = "rate_limit_adversarial/parsing.rs"]
+mod parsing;

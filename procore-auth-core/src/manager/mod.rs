@@ -784,15 +784,17 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// [`TokenManager::fresh_bearer`] when the coarse reading is not kept current yet
-    /// (the process's first token read): starts its ticker, then reads again.
+    /// [`TokenManager::fresh_bearer`] when the token did not look fresh: the coarse
+    /// reading may not be kept current yet (the process's first token reads), so
+    /// this starts its ticker if needed and reads again.
     #[cold]
     #[inline(never)]
     fn fresh_bearer_first(&self) -> Option<Bearer> {
-        if self.coarse.millis() != crate::clock::NOT_TICKING {
-            return None; // the token is due for a refresh
+        if self.coarse.millis() == crate::clock::NOT_TICKING {
+            self.coarse.keep_current();
         }
-        self.coarse.keep_current();
+        // Read again either way: another thread may have started the ticker since
+        // this one found the reading not kept current.
         self.cell.fresh_bearer(self.coarse.millis())
     }
 

@@ -1,4 +1,5 @@
-//! Adversarial tests of two fast paths, through the public API only:
+//! Adversarial tests of two fast paths, through the public API only (a module of
+//! `rate_limit_adversarial`, whose test doubles it shares):
 //!
 //! - b9be4e6: the rate-limit headers found by comparing names as fixed-size arrays,
 //!   and counts parsed four digits at a time (`four_digits`). A count is 1 to 20 ASCII
@@ -11,47 +12,20 @@
 //!   with the scheme's default), through `should_attach` (an `http::Uri`, as tower
 //!   gives it) and `should_attach_to` (scheme, host and port, as reqwest gives them).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use procore_auth_core::{
-    AccessToken, Authorize, BoxFuture, Clock, Environment, Error, ManualClock, RateLimitPolicy,
-    RefreshToken, RequestPolicy, Token, TokenManager, TokenSource, X_RATE_LIMIT_LIMIT,
-    X_RATE_LIMIT_REMAINING, X_RATE_LIMIT_RESET,
+    Authorize, Clock, Environment, ManualClock, RateLimitPolicy, RequestPolicy, TokenManager,
+    X_RATE_LIMIT_LIMIT, X_RATE_LIMIT_REMAINING, X_RATE_LIMIT_RESET,
 };
 
 // ---------------------------------------------------------------------------------------
 // A manager whose responses are made up: authorize → attach → judge, as the adapters do.
 // ---------------------------------------------------------------------------------------
 
-/// Unix seconds the manual clock stands at.
-const T: u64 = 1_700_000_000;
-
-#[derive(Debug, Default)]
-struct Minting(AtomicUsize);
-
-fn token_at(name: &str, issued: SystemTime) -> Token {
-    Token::new(
-        AccessToken::new(format!("AT-{name}")),
-        Some(RefreshToken::new(format!("RT-{name}"))),
-        issued,
-        Some(issued + Duration::from_secs(5400)),
-    )
-    .unwrap()
-}
-
-impl TokenSource for Minting {
-    fn fetch<'a>(
-        &'a self,
-        _: Option<&'a Token>,
-        clock: &'a dyn Clock,
-    ) -> BoxFuture<'a, Result<Token, Error>> {
-        let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
-        Box::pin(async move { Ok(token_at(&format!("minted-{n}"), clock.now())) })
-    }
-}
+use super::{token_at, Minting, T};
 
 fn manager() -> TokenManager {
     let clock = ManualClock::at_unix(T);
