@@ -23,7 +23,7 @@ pub const LIMIT: u64 = 3_600;
 /// …whose window is an hour.
 pub const WINDOW: Duration = Duration::from_secs(3_600);
 /// Requests answered per window before the next window starts (its reset a second
-/// later, see [`reset_of`]): fewer than [`LIMIT`], so the budget never runs out and
+/// later): fewer than [`LIMIT`], so the budget never runs out and
 /// `RateLimitPolicy::Wait` admits every request at once.
 pub const ANSWERS_PER_WINDOW: u64 = 3_000;
 
