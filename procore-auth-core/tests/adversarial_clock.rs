@@ -397,7 +397,7 @@ fn child_a_manager_never_read_starts_no_thread() {
 // ---------------------------------------------------------------------------------------
 
 /// Each child run is a fresh process whose first reads race; repeated to widen the
-/// window. BROKE (probabilistic, about 1 child in 20 here): a thread whose first load
+/// window. Was broken before 25aebc8 (about 1 child in 20 here): a thread whose first load
 /// in `fresh_bearer` sees `u64::MAX`, and whose second load in the cold path
 /// `fresh_bearer_first` sees the value another thread's ticker start just stored,
 /// returns `None` ("the token is due") for a fresh token, without re-reading the cell.

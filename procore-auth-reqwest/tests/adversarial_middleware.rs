@@ -10,8 +10,9 @@
 //! rules, streaming bodies and 307, a thousand concurrent 401s, a refresh outliving a
 //! dropped caller.
 //!
-//! The tests marked BROKE fail on purpose: each names a defect that 449bc43 did not
-//! introduce (its predecessor fails them the same way) but that this review found.
+//! The tests marked "Was broken" name a defect that 449bc43 did not introduce (its
+//! predecessor failed them the same way) but that this review found; f81f9c9 fixed
+//! each, and the tests stay as regression tests.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -329,7 +330,7 @@ async fn concurrent_401s_behind_a_redirect_cause_one_refresh() {
         .all(|seen| seen.authorization.is_none()));
 }
 
-/// BROKE (pre-existing since a90c5da, kept by 449bc43): `answers()` compares the
+/// Was broken (since a90c5da, fixed in f81f9c9): `answers()` compared the
 /// response's URL with the hop's, fragment included, but reqwest's response URL is
 /// the URI it sent (`RequestUri`), which has no fragment. So a request whose URL has a
 /// fragment never has its 401 judged: no refresh, no replay, the 401 comes back (and
@@ -465,7 +466,7 @@ async fn refused_connections_give_their_budget_back() {
     }
 }
 
-/// BROKE (pre-existing, unchanged by 449bc43): the replay after a 401 is admitted by
+/// Was broken (fixed in f81f9c9): the replay after a 401 is admitted by
 /// the rate-limit policy like any request, and takes from the budget; when its
 /// connection is refused, `replay` returns the error without `Attached::unsent`, so
 /// that budget is lost, unlike a first attempt's.
@@ -531,7 +532,7 @@ fn fresh_token(emulator: &Emulator) -> Token {
     .unwrap()
 }
 
-/// BROKE (pre-existing, unchanged by 449bc43; only with a client that follows
+/// Was broken (fixed in f81f9c9; only with a client that follows
 /// redirects itself, which the docs warn against): `answers()` keeps a first attempt's
 /// response from another URL from being judged, but the replay's response is judged
 /// whatever URL it came from, so the rate-limit headers of a host the client followed
