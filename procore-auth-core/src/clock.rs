@@ -9,9 +9,9 @@
 //! else keeps current and that readers load with one relaxed atomic read.
 //!
 //! For the [`SystemClock`] that something is one background thread per process,
-//! `procore-auth-clock`, started by a manager's first token read (which checks the
-//! precise clock while the coarse reading is not kept current yet), not when a manager
-//! is built: a program that builds a manager and never uses it starts no thread. Once
+//! `procore-auth-clock`, started by a manager's first token read (token reads check
+//! the precise clock while the coarse reading is not kept current yet), not when a
+//! manager is built: a program that builds a manager and never uses it starts no thread. Once
 //! started it runs until the process exits, waking every [`COARSE_TICK`] to store an
 //! integer.
 
@@ -62,8 +62,8 @@ struct Reading {
     /// Milliseconds since the Unix epoch; for the system clock's reading,
     /// [`NOT_TICKING`] until its ticker runs.
     millis: AtomicU64,
-    /// `Some` for the system clock's reading, whose ticker a manager starts when it
-    /// first reads the precise clock (see [`CoarseTime::keep_current`]).
+    /// `Some` for the system clock's reading, whose ticker a manager starts at its
+    /// first token read (see [`CoarseTime::keep_current`]).
     ticker: Option<Ticker>,
 }
 
@@ -106,8 +106,8 @@ impl CoarseTime {
 
     /// Starts the ticker thread of the system clock's reading unless it runs (or
     /// could not be started); nothing for other readings. Managers call this when a
-    /// token read finds the reading `u64::MAX` (and when they read the precise
-    /// clock): the thread starts with the first token read, not when a manager is
+    /// token read finds the reading `u64::MAX` (every token read starts with that
+    /// check): the thread starts with the first token read, not when a manager is
     /// built, and the read path stays one load.
     pub(crate) fn keep_current(&self) {
         if let Some(ticker) = &self.0.ticker {

@@ -816,9 +816,6 @@ impl Inner {
             &mut dyn FnMut(state::Reason) -> SharedRefresh,
         ) -> Step<SharedRefresh, Bearer>,
     ) -> BearerFuture {
-        // The token reads that come here while the system clock's coarse reading is
-        // not kept current yet start its thread (see `CoarseTime::keep_current`).
-        self.coarse.keep_current();
         let wall = self.clock.now();
         let monotonic = self.clock.monotonic();
         let mut state = self.lock_state();
